@@ -1,0 +1,70 @@
+"""Alembic environment for slack_agents_sa: from the command line or from `migrate.py`.
+
+From the command line the URL comes from `-x url=...`, else SLACK_AGENTS_SA_URL, else the
+embedded SQLite default; plain `postgresql://`/`sqlite:///` URLs get their async driver.
+From code, `migrate.py` hands over an open connection in `config.attributes`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from alembic import context
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from slack_agents_sa import dialects
+from slack_agents_sa.migrate import VERSION_TABLE
+from slack_agents_sa.models import metadata
+from slack_agents_sa.settings import normalize_url, url_from_environment
+
+config = context.config
+if config.config_file_name is not None:
+    from logging.config import fileConfig
+
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+log = logging.getLogger("alembic.env")
+
+
+def _configure(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        version_table=VERSION_TABLE,
+        # SQLite cannot ALTER most things: batch mode copies the table instead.
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+
+
+def _run_on(connection: Connection) -> None:
+    _configure(connection)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_from_command_line() -> None:
+    url = normalize_url(url_from_environment(context.get_x_argument(as_dictionary=True).get("url")))
+    log.info("Database: %s", url.render_as_string(hide_password=True))
+    engine = create_async_engine(url)
+    dialects.install_connection_hooks(engine)
+    try:
+        async with engine.begin() as conn:
+            await dialects.take_migration_lock(conn)
+            try:
+                await conn.run_sync(_run_on)
+            finally:
+                await dialects.release_migration_lock(conn)
+    finally:
+        await engine.dispose()
+
+
+if context.is_offline_mode():
+    raise SystemExit("slack_agents_sa migrations run online only (no --sql mode)")
+
+connection = config.attributes.get("connection")
+if connection is not None:
+    _run_on(connection)
+else:
+    asyncio.run(_run_from_command_line())

@@ -1,0 +1,60 @@
+"""How block rows turn back into the host's block dicts, shared by history and export."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Select, select
+
+from slack_agents_sa.models import Block, Message, ToolCall
+
+TOOL_USE = "tool_use"
+
+
+def blocks_of_conversation(conversation_id: int) -> Select[Any]:
+    """Every message of a conversation with its blocks, one row per block, in order.
+
+    Messages without blocks still come back once (LEFT JOIN), with NULL block columns.
+    """
+    return (
+        select(
+            Message.id.label("message_id"),
+            Block.id.label("block_id"),
+            Block.block_type,
+            Block.in_history,
+            Block.content,
+            ToolCall.tool_call_id,
+            ToolCall.tool_name,
+            ToolCall.tool_input,
+            ToolCall.tool_output,
+            ToolCall.is_error,
+        )
+        .select_from(Message)
+        .outerjoin(Block, Block.message_id == Message.id)
+        .outerjoin(ToolCall, ToolCall.block_id == Block.id)
+        .where(Message.conversation_id == conversation_id)
+        .order_by(Message.id, Block.id)
+    )
+
+
+def tool_content(
+    tool_call_id: str, tool_name: str, tool_input: Any, tool_output: str | None, is_error: bool
+) -> dict[str, Any]:
+    """A `tool_use` block's content, in the host's shape."""
+    return {
+        "tool_call_id": tool_call_id,
+        "tool_name": tool_name,
+        "tool_input": tool_input if tool_input is not None else {},
+        "tool_output": tool_output or "",
+        "is_error": bool(is_error),
+    }
+
+
+def block_content(row: Any) -> dict[str, Any]:
+    """The `content` dict of a block row selected with the ToolCall columns."""
+    if row.block_type == TOOL_USE:
+        return tool_content(
+            row.tool_call_id, row.tool_name, row.tool_input, row.tool_output, row.is_error
+        )
+    content: dict[str, Any] = row.content
+    return content

@@ -1,0 +1,270 @@
+"""The host's conversation methods: threads, messages, blocks, tool calls and heartbeats."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Insert, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from slack_agents_sa import dialects
+from slack_agents_sa.blocks import TOOL_USE, block_content, blocks_of_conversation
+from slack_agents_sa.database import UsesDatabase
+from slack_agents_sa.models import NAME_LENGTH, Block, Conversation, Heartbeat, Message, ToolCall
+from slack_agents_sa.validation import (
+    check_dict,
+    check_optional_text,
+    check_text,
+    to_id,
+    to_optional_id,
+)
+
+_CONVERSATION_KEYS = ("agent_name", "channel_id", "thread_id")
+
+
+def _check_thread(agent_name: Any, channel_id: Any, thread_id: Any) -> None:
+    check_text("agent_name", agent_name, NAME_LENGTH)
+    check_text("channel_id", channel_id, NAME_LENGTH)
+    check_text("thread_id", thread_id, NAME_LENGTH)
+
+
+def _missing_parent(argument: str, value: int, error: IntegrityError) -> ValueError:
+    return ValueError(f"{argument}={value} does not name an existing row ({type(error.orig).__name__})")
+
+
+class ConversationMethods(UsesDatabase):
+    """Conversations, messages and their blocks, tool-call lookup, heartbeats."""
+
+    async def get_or_create_conversation(
+        self,
+        agent_name: str,
+        channel_id: str,
+        thread_id: str,
+        channel_name: str | None = None,
+    ) -> int:
+        _check_thread(agent_name, channel_id, thread_id)
+        check_optional_text("channel_name", channel_name, NAME_LENGTH)
+        values = {
+            "agent_name": agent_name,
+            "channel_id": channel_id,
+            "thread_id": thread_id,
+            "channel_name": channel_name,
+        }
+        # One round trip: insert, or refresh the channel name of the existing thread.
+        update = ("channel_name",) if channel_name else ()
+        async with self.db.statement() as conn:
+            return await dialects.upsert_returning_id(
+                conn, Conversation.__table__, values, _CONVERSATION_KEYS, update
+            )
+
+    async def has_conversation(self, agent_name: str, channel_id: str, thread_id: str) -> bool:
+        _check_thread(agent_name, channel_id, thread_id)
+        stmt = select(Conversation.id).where(
+            Conversation.agent_name == agent_name,
+            Conversation.channel_id == channel_id,
+            Conversation.thread_id == thread_id,
+        )
+        async with self.db.statement() as conn:
+            return (await conn.execute(stmt)).first() is not None
+
+    async def create_message(
+        self,
+        conversation_id: int | str,
+        user_id: str,
+        user_name: str,
+        user_handle: str,
+    ) -> int:
+        conv_id = to_id("conversation_id", conversation_id)
+        check_text("user_id", user_id, NAME_LENGTH)
+        check_text("user_name", user_name, NAME_LENGTH)
+        check_text("user_handle", user_handle, NAME_LENGTH)
+        stmt = insert(Message).values(
+            conversation_id=conv_id, user_id=user_id, user_name=user_name, user_handle=user_handle
+        )
+        try:
+            return await self._insert_returning_id(stmt)
+        except IntegrityError as error:
+            raise _missing_parent("conversation_id", conv_id, error) from None
+
+    async def get_message_blocks(
+        self, conversation_id: int | str
+    ) -> list[tuple[int | str, list[dict[str, Any]]]]:
+        """The LLM history: every message in order with its blocks in order, in one query.
+
+        Usage blocks and uploaded non-image files are left out (`Block.in_history`).
+        """
+        conv_id = to_id("conversation_id", conversation_id)
+        async with self.db.statement() as conn:
+            rows = (await conn.execute(blocks_of_conversation(conv_id))).all()
+        history: list[tuple[int | str, list[dict[str, Any]]]] = []
+        current_id: int | None = None
+        blocks: list[dict[str, Any]] = []
+        for row in rows:
+            if row.message_id != current_id:
+                current_id = row.message_id
+                blocks = []
+                history.append((current_id, blocks))
+            if row.block_id is not None and row.in_history:
+                blocks.append({"block_type": row.block_type, "content": block_content(row)})
+        return history
+
+    async def append_text_block(
+        self,
+        message_id: int | str,
+        text: str,
+        *,
+        is_user: bool = False,
+        source_file_id: int | str | None = None,
+    ) -> None:
+        check_text("text", text)
+        await self._append_block(
+            message_id,
+            block_type="user_text" if is_user else "text",
+            in_history=True,
+            content={"text": text},
+            source_file_id=to_optional_id("source_file_id", source_file_id),
+        )
+
+    async def append_file_block(
+        self,
+        message_id: int | str,
+        content: dict[str, Any],
+        *,
+        is_user: bool,
+        filename: str,
+        mimetype: str,
+        size_bytes: int,
+        tool_block_id: int | str | None = None,
+    ) -> int:
+        check_dict("content", content)
+        check_text("filename", filename)
+        check_text("mimetype", mimetype, NAME_LENGTH)
+        if isinstance(size_bytes, bool) or not isinstance(size_bytes, int):
+            raise TypeError(f"size_bytes must be an int, got {type(size_bytes).__name__}")
+        # An uploaded document's text is already a user_text block: only images go back.
+        in_history = not is_user or content.get("type") == "image"
+        return await self._append_block(
+            message_id,
+            block_type="user_file" if is_user else "file",
+            in_history=in_history,
+            content=content,
+            filename=filename,
+            mimetype=mimetype,
+            size_bytes=size_bytes,
+            tool_block_id=to_optional_id("tool_block_id", tool_block_id),
+        )
+
+    async def append_tool_block(
+        self,
+        message_id: int | str,
+        *,
+        tool_call_id: str,
+        tool_name: str,
+        tool_input: dict[str, Any],
+        tool_output: str,
+        is_error: bool,
+    ) -> int:
+        msg_id = to_id("message_id", message_id)
+        check_text("tool_call_id", tool_call_id, NAME_LENGTH)
+        check_text("tool_name", tool_name, NAME_LENGTH)
+        check_dict("tool_input", tool_input)
+        check_text("tool_output", tool_output)
+        block = insert(Block).values(message_id=msg_id, block_type=TOOL_USE, in_history=True)
+        try:
+            async with self.db.transaction() as conn:
+                block_id = int((await conn.execute(block)).inserted_primary_key[0])
+                await conn.execute(
+                    insert(ToolCall).values(
+                        block_id=block_id,
+                        tool_call_id=tool_call_id,
+                        tool_name=tool_name,
+                        tool_input=tool_input,
+                        tool_output=tool_output,
+                        is_error=bool(is_error),
+                    )
+                )
+        except IntegrityError as error:
+            raise _missing_parent("message_id", msg_id, error) from None
+        return block_id
+
+    async def append_usage_block(
+        self,
+        message_id: int | str,
+        *,
+        model: str,
+        version: str,
+        input_tokens: int,
+        output_tokens: int,
+        cache_creation_input_tokens: int,
+        cache_read_input_tokens: int,
+        peak_single_call_input_tokens: int,
+        estimated_cost_usd: float | None,
+    ) -> None:
+        usage = {
+            "model": check_text("model", model),
+            "version": check_text("version", version),
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cache_creation_input_tokens": cache_creation_input_tokens,
+            "cache_read_input_tokens": cache_read_input_tokens,
+            "peak_single_call_input_tokens": peak_single_call_input_tokens,
+            "estimated_cost_usd": estimated_cost_usd,
+        }
+        await self._append_block(message_id, block_type="usage", in_history=False, content=usage)
+
+    async def get_tool_call(self, tool_call_id: str) -> dict[str, Any] | None:
+        check_text("tool_call_id", tool_call_id, NAME_LENGTH)
+        stmt = (
+            select(ToolCall.tool_name, ToolCall.tool_input, ToolCall.tool_output, ToolCall.is_error)
+            .where(ToolCall.tool_call_id == tool_call_id)
+            .order_by(ToolCall.block_id)
+            .limit(1)
+        )
+        async with self.db.statement() as conn:
+            row = (await conn.execute(stmt)).first()
+        if row is None:
+            return None
+        return {
+            "tool_name": row.tool_name,
+            "input_json": json.dumps(row.tool_input or {}, indent=2),
+            "output_json": row.tool_output or "",
+            "is_error": bool(row.is_error),
+        }
+
+    async def upsert_heartbeat(self, agent_name: str, last_ping_pong_time: float) -> None:
+        check_text("agent_name", agent_name, NAME_LENGTH)
+        if isinstance(last_ping_pong_time, bool) or not isinstance(
+            last_ping_pong_time, int | float
+        ):
+            raise TypeError(
+                f"last_ping_pong_time must be a float, got {type(last_ping_pong_time).__name__}"
+            )
+        stmt = dialects.upsert(
+            self.db.dialect_name,
+            Heartbeat.__table__,
+            {"agent_name": agent_name, "last_ping_pong_time": float(last_ping_pong_time)},
+            keys=("agent_name",),
+            update=("last_ping_pong_time",),
+        )
+        async with self.db.statement() as conn:
+            await conn.execute(stmt)
+
+    async def get_heartbeat(self, agent_name: str) -> dict[str, Any] | None:
+        check_text("agent_name", agent_name, NAME_LENGTH)
+        stmt = select(Heartbeat.last_ping_pong_time).where(Heartbeat.agent_name == agent_name)
+        async with self.db.statement() as conn:
+            value = (await conn.execute(stmt)).scalar_one_or_none()
+        return None if value is None else {"last_ping_pong_time": float(value)}
+
+    async def _append_block(self, message_id: int | str, **values: Any) -> int:
+        msg_id = to_id("message_id", message_id)
+        try:
+            return await self._insert_returning_id(insert(Block).values(message_id=msg_id, **values))
+        except IntegrityError as error:
+            raise _missing_parent("message_id (or a linked block id)", msg_id, error) from None
+
+    async def _insert_returning_id(self, stmt: Insert) -> int:
+        async with self.db.statement() as conn:
+            result = await conn.execute(stmt)
+        return int(result.inserted_primary_key[0])

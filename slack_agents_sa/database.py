@@ -1,0 +1,75 @@
+"""The engine and the two ways the provider talks to it: one statement, or one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from functools import partial
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from slack_agents_sa import dialects
+from slack_agents_sa.errors import ProviderClosedError
+from slack_agents_sa.settings import ProviderSettings
+
+#: JSON as the host writes it, minus what PostgreSQL or other readers would reject or
+#: read back differently: NaN and Infinity raise ValueError instead of being written.
+dump_json = partial(json.dumps, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
+
+class Database:
+    """One provider's engine; created in `initialize()`, disposed in `close()`."""
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        self.settings = settings
+        self.engine: AsyncEngine = create_async_engine(
+            settings.url,
+            echo=settings.echo,
+            pool_pre_ping=settings.pool_pre_ping,
+            json_serializer=dump_json,
+            **dialects.engine_options(settings.url, settings.pool_options()),
+        )
+        dialects.install_connection_hooks(self.engine)
+        self.dialect_name = self.engine.dialect.name
+        self._autocommit_engine = self.engine.execution_options(
+            **dialects.autocommit_options(self.dialect_name)
+        )
+        # In-memory SQLite is one shared connection: interleaved transactions would mix,
+        # so calls take turns.
+        self._turns: asyncio.Lock | None = asyncio.Lock() if settings.is_memory_sqlite else None
+
+    def _turn(self) -> AbstractAsyncContextManager[Any]:
+        return self._turns if self._turns is not None else nullcontext()
+
+    @asynccontextmanager
+    async def statement(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for exactly one statement, which commits by itself (no BEGIN round trip)."""
+        async with self._turn(), self._autocommit_engine.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in a transaction that commits on success and rolls back on error."""
+        async with self._turn(), self.engine.begin() as conn:
+            yield conn
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+class UsesDatabase:
+    """Mixin for the provider's method groups: access to the open `Database`."""
+
+    _database: Database | None = None
+
+    @property
+    def db(self) -> Database:
+        if self._database is None:
+            raise ProviderClosedError(
+                "slack_agents_sa provider is not open: call `await provider.initialize()` "
+                "first (and not after `close()`)"
+            )
+        return self._database

@@ -1,0 +1,147 @@
+"""The only place that knows one database from another: connection set-up, upserts, locks.
+
+Everything else builds portable statements and asks here for what differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Insert, Table, event, func, text
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+#: SQLite: how long a writer waits for another's lock before "database is locked" (ms).
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Execution option marking a connection whose statements each commit on their own.
+AUTOCOMMIT_OPTION = "slack_agents_sa_autocommit"
+#: Arbitrary, stable key for PostgreSQL's advisory lock around migrations.
+_PG_MIGRATION_LOCK_KEY = 0x51AC_A6E5
+_MYSQL_MIGRATION_LOCK = "slack_agents_sa_migrations"
+
+
+def backend(dialect_name: str) -> str:
+    """Fold dialect names to the backend family: 'mariadb' behaves as 'mysql' here."""
+    return "mysql" if dialect_name in ("mysql", "mariadb") else dialect_name
+
+
+def engine_options(url: URL, pool_options: dict[str, Any]) -> dict[str, Any]:
+    """Extra `create_async_engine` arguments a backend needs."""
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database in ("", ":memory:"):
+            # One shared connection (StaticPool): pool sizing does not apply.
+            return {}
+        return dict(pool_options)
+    if backend(url.get_backend_name()) == "mysql":
+        return {"pool_recycle": 3600, **pool_options}
+    return dict(pool_options)
+
+
+def install_connection_hooks(engine: AsyncEngine) -> None:
+    """Register per-connection set-up: SQLite pragmas and explicit transaction control."""
+    if engine.dialect.name != "sqlite":
+        return
+    sync_engine = engine.sync_engine
+    is_file = (engine.url.database or "") not in ("", ":memory:")
+
+    @event.listens_for(sync_engine, "connect")
+    def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Take transaction control from the sqlite3 module, so BEGIN is ours (see _sqlite_begin).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS:d}")
+        if is_file:
+            # WAL: readers never block the writer; NORMAL sync is durable across app crashes
+            # and loses at most the last commits on power loss (SQLite's documented trade-off).
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _sqlite_begin(connection: Connection) -> None:
+        if connection.get_execution_options().get(AUTOCOMMIT_OPTION):
+            return  # each statement commits by itself
+        # IMMEDIATE takes the write lock up front, so two writers queue on busy_timeout
+        # instead of one failing when it upgrades a read lock.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def autocommit_options(dialect_name: str) -> dict[str, Any]:
+    """Execution options for a connection where every statement is its own transaction.
+
+    One statement is atomic by itself, so single-statement calls skip BEGIN/COMMIT
+    round trips.
+    """
+    if dialect_name == "sqlite":
+        return {AUTOCOMMIT_OPTION: True}
+    return {"isolation_level": "AUTOCOMMIT"}
+
+
+def upsert(
+    dialect_name: str,
+    table: Table,
+    values: dict[str, Any],
+    keys: Sequence[str],
+    update: Sequence[str],
+) -> Insert:
+    """INSERT `values`, or when a row with the same `keys` exists, UPDATE its `update` columns
+    to the new values (an empty `update` leaves the row as it is but still touches it)."""
+    family = backend(dialect_name)
+    if family in ("postgresql", "sqlite"):
+        stmt = (postgresql.insert if family == "postgresql" else sqlite.insert)(table)
+        stmt = stmt.values(values)
+        set_ = {name: stmt.excluded[name] for name in update}
+        # A no-op update rather than DO NOTHING, so RETURNING reports an existing row too.
+        set_ = set_ or {keys[0]: stmt.excluded[keys[0]]}
+        return stmt.on_conflict_do_update(index_elements=list(keys), set_=set_)
+    if family == "mysql":
+        my_stmt = mysql.insert(table).values(values)
+        my_set: dict[str, Any] = {name: my_stmt.inserted[name] for name in update}
+        if "id" in table.c:
+            # LAST_INSERT_ID(id) makes the driver's lastrowid the existing row's id.
+            my_set["id"] = func.last_insert_id(table.c.id)
+        return my_stmt.on_duplicate_key_update(my_set or {keys[0]: table.c[keys[0]]})
+    raise NotImplementedError(f"no upsert for dialect {dialect_name!r}")
+
+
+async def upsert_returning_id(
+    conn: AsyncConnection,
+    table: Table,
+    values: dict[str, Any],
+    keys: Sequence[str],
+    update: Sequence[str],
+) -> int:
+    """`upsert`, returning the inserted or existing row's `id` in the same round trip."""
+    stmt = upsert(conn.dialect.name, table, values, keys, update)
+    if backend(conn.dialect.name) == "mysql":
+        result = await conn.execute(stmt)
+        return int(result.lastrowid)
+    result = await conn.execute(stmt.returning(table.c.id))
+    return int(result.scalar_one())
+
+
+async def take_migration_lock(conn: AsyncConnection) -> None:
+    """Serialise concurrent migrators on one database until `conn`'s transaction ends.
+
+    SQLite needs nothing: the migration transaction's BEGIN IMMEDIATE already is that lock.
+    """
+    family = backend(conn.dialect.name)
+    if family == "postgresql":
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK_KEY}
+        )
+    elif family == "mysql":
+        await conn.execute(
+            text("SELECT GET_LOCK(:name, :timeout)"), {"name": _MYSQL_MIGRATION_LOCK, "timeout": 600}
+        )
+
+
+async def release_migration_lock(conn: AsyncConnection) -> None:
+    """Release what `take_migration_lock` took where the transaction's end does not."""
+    if backend(conn.dialect.name) == "mysql":
+        await conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": _MYSQL_MIGRATION_LOCK})

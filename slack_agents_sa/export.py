@@ -1,0 +1,139 @@
+"""The host's export reads: which conversations match, and everything stored for one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import exists, select
+
+from slack_agents_sa.blocks import block_content
+from slack_agents_sa.database import UsesDatabase
+from slack_agents_sa.models import Block, Conversation, Message, ToolCall
+from slack_agents_sa.validation import check_optional_text, check_text, to_id
+
+
+def _as_datetime(name: str, value: str | datetime | None) -> datetime | None:
+    """An aware datetime from an ISO string or datetime; naive values are taken as UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{name} must be an ISO 8601 date or datetime, got {value!r}") from None
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name} must be a str or datetime, got {type(value).__name__}")
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _export_block(row: Any) -> dict[str, Any]:
+    block: dict[str, Any] = {
+        "id": row.block_id,
+        "block_type": row.block_type,
+        "content": block_content(row),
+        "created_at": row.block_created_at,
+    }
+    if row.block_type in ("text", "user_text"):
+        block["source_file_id"] = row.source_file_id
+    elif row.block_type in ("file", "user_file"):
+        block["filename"] = row.filename
+        block["size_bytes"] = row.size_bytes
+        if row.block_type == "file":
+            content = dict(block["content"])
+            content.setdefault("filename", row.filename)
+            content.setdefault("mimeType", row.mimetype or "application/octet-stream")
+            block["content"] = content
+    return block
+
+
+class ExportMethods(UsesDatabase):
+    """get_conversations_for_export / get_messages_with_blocks."""
+
+    async def get_conversations_for_export(
+        self,
+        agent_name: str,
+        *,
+        handle: str | None = None,
+        date_from: str | datetime | None = None,
+        date_to: str | datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """An agent's conversations in id order; with filters, those having a matching message."""
+        check_text("agent_name", agent_name)
+        check_optional_text("handle", handle)
+        start = _as_datetime("date_from", date_from)
+        end = _as_datetime("date_to", date_to)
+        stmt = (
+            select(
+                Conversation.id,
+                Conversation.agent_name,
+                Conversation.channel_id,
+                Conversation.channel_name,
+                Conversation.thread_id,
+            )
+            .where(Conversation.agent_name == agent_name)
+            .order_by(Conversation.id)
+        )
+        message_filters = []
+        if handle is not None:
+            message_filters.append(Message.user_handle == handle)
+        if start is not None:
+            message_filters.append(Message.created_at >= start)
+        if end is not None:
+            message_filters.append(Message.created_at <= end)
+        if message_filters:
+            stmt = stmt.where(
+                exists().where(Message.conversation_id == Conversation.id, *message_filters)
+            )
+        async with self.db.statement() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [dict(row) for row in rows]
+
+    async def get_messages_with_blocks(self, conversation_id: int | str) -> list[dict[str, Any]]:
+        """Every message of a conversation with all its blocks (usage included), in one query."""
+        conv_id = to_id("conversation_id", conversation_id)
+        stmt = (
+            select(
+                Message.id.label("message_id"),
+                Message.user_id,
+                Message.user_name,
+                Message.user_handle,
+                Message.created_at,
+                Block.id.label("block_id"),
+                Block.block_type,
+                Block.content,
+                Block.source_file_id,
+                Block.filename,
+                Block.mimetype,
+                Block.size_bytes,
+                Block.created_at.label("block_created_at"),
+                ToolCall.tool_call_id,
+                ToolCall.tool_name,
+                ToolCall.tool_input,
+                ToolCall.tool_output,
+                ToolCall.is_error,
+            )
+            .select_from(Message)
+            .outerjoin(Block, Block.message_id == Message.id)
+            .outerjoin(ToolCall, ToolCall.block_id == Block.id)
+            .where(Message.conversation_id == conv_id)
+            .order_by(Message.id, Block.id)
+        )
+        async with self.db.statement() as conn:
+            rows = (await conn.execute(stmt)).all()
+        messages: list[dict[str, Any]] = []
+        for row in rows:
+            if not messages or messages[-1]["id"] != row.message_id:
+                messages.append(
+                    {
+                        "id": row.message_id,
+                        "user_id": row.user_id,
+                        "user_name": row.user_name,
+                        "user_handle": row.user_handle,
+                        "created_at": row.created_at,
+                        "blocks": [],
+                    }
+                )
+            if row.block_id is not None:
+                messages[-1]["blocks"].append(_export_block(row))
+        return messages

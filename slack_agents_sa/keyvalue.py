@@ -1,0 +1,109 @@
+"""The host's six key-value primitives over two tables: `set` values and `append`ed lists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, insert, null, select, union_all
+
+from slack_agents_sa import dialects
+from slack_agents_sa.database import UsesDatabase
+from slack_agents_sa.models import KEY_LENGTH, NAME_LENGTH, KeyValueEntry, ListItem
+from slack_agents_sa.validation import check_dict, check_text
+
+_KV = KeyValueEntry.__table__
+_LIST = ListItem.__table__
+
+
+def _check_address(namespace: Any, key: Any) -> None:
+    check_text("namespace", namespace, NAME_LENGTH)
+    check_text("key", key, KEY_LENGTH)
+
+
+def _with_id(item_id: int, value: dict[str, Any]) -> dict[str, Any]:
+    value["id"] = str(item_id)
+    return value
+
+
+def _matches(value: dict[str, Any], filters: dict[str, Any]) -> bool:
+    """The contract's equality: Python `==`, a missing field equal to None."""
+    return all(value.get(name) == wanted for name, wanted in filters.items())
+
+
+class KeyValueMethods(UsesDatabase):
+    """get / set / delete / append / get_list / query."""
+
+    async def get(self, namespace: str, key: str) -> dict[str, Any] | None:
+        _check_address(namespace, key)
+        stmt = select(KeyValueEntry.value).where(
+            KeyValueEntry.namespace == namespace, KeyValueEntry.key == key
+        )
+        async with self.db.statement() as conn:
+            value: dict[str, Any] | None = (await conn.execute(stmt)).scalar_one_or_none()
+        return value
+
+    async def set(self, namespace: str, key: str, value: dict[str, Any]) -> None:
+        _check_address(namespace, key)
+        check_dict("value", value)
+        stmt = dialects.upsert(
+            self.db.dialect_name,
+            _KV,
+            {"namespace": namespace, "key": key, "value": value},
+            keys=("namespace", "key"),
+            update=("value",),
+        )
+        async with self.db.statement() as conn:
+            await conn.execute(stmt)
+
+    async def delete(self, namespace: str, key: str) -> None:
+        _check_address(namespace, key)
+        stmt = delete(KeyValueEntry).where(
+            KeyValueEntry.namespace == namespace, KeyValueEntry.key == key
+        )
+        async with self.db.statement() as conn:
+            await conn.execute(stmt)
+
+    async def append(self, namespace: str, key: str, item: dict[str, Any]) -> str:
+        _check_address(namespace, key)
+        check_dict("item", item)
+        stmt = insert(ListItem).values(namespace=namespace, key=key, value=item)
+        async with self.db.statement() as conn:
+            result = await conn.execute(stmt)
+        return str(result.inserted_primary_key[0])
+
+    async def get_list(self, namespace: str, key: str) -> list[dict[str, Any]]:
+        _check_address(namespace, key)
+        stmt = (
+            select(ListItem.id, ListItem.value)
+            .where(ListItem.namespace == namespace, ListItem.key == key)
+            .order_by(ListItem.id)
+        )
+        async with self.db.statement() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [_with_id(item_id, value) for item_id, value in rows]
+
+    async def query(self, namespace: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        """Appended items in insertion order, then `set` values by key, that equal `filters`.
+
+        Filter names never reach SQL: rows are narrowed by namespace in SQL and
+        compared in Python, which is what makes the result identical on every dialect.
+        """
+        check_text("namespace", namespace, NAME_LENGTH)
+        check_dict("filters", filters)
+        items = select(ListItem.id, ListItem.key, ListItem.value).where(
+            ListItem.namespace == namespace
+        )
+        entries = select(
+            null().label("id"), KeyValueEntry.key, KeyValueEntry.value
+        ).where(KeyValueEntry.namespace == namespace)
+        stmt = union_all(items, entries)
+        async with self.db.statement() as conn:
+            rows = (await conn.execute(stmt)).all()
+        appended = sorted((row for row in rows if row.id is not None), key=lambda row: row.id)
+        stored = sorted((row for row in rows if row.id is None), key=lambda row: row.key)
+        results = [_with_id(row.id, row.value) for row in appended]
+        results += [row.value for row in stored]
+        return [value for value in results if _matches(value, filters)]
+
+
+__all__ = ["KeyValueMethods"]

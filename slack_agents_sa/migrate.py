@@ -1,0 +1,73 @@
+"""Alembic driven from code: where the migrations are, upgrade at start-up, the schema check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from slack_agents_sa import dialects
+from slack_agents_sa.errors import SchemaOutOfDateError
+
+#: Our own version table, so a host app's `alembic_version` is never touched.
+VERSION_TABLE = "slack_agents_sa_version"
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def script_location() -> Path:
+    """The migrations folder: `slack_agents_sa/migrations` in a wheel, `alembic/` in a checkout."""
+    for candidate in (_PACKAGE_DIR / "migrations", _PACKAGE_DIR.parent / "alembic"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise FileNotFoundError(f"slack_agents_sa migrations not found next to {_PACKAGE_DIR}")
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic `Config` for our migrations; with `connection`, env.py migrates on it."""
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revisions() -> set[str]:
+    return set(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def current_revisions(connection: Connection) -> set[str]:
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return set(context.get_current_heads())
+
+
+def _upgrade(connection: Connection) -> None:
+    command.upgrade(alembic_config(connection), "head")
+
+
+async def upgrade_to_head(engine: AsyncEngine) -> None:
+    """Bring the database to head; concurrent callers queue on a lock and find nothing to do."""
+    async with engine.begin() as conn:
+        await dialects.take_migration_lock(conn)
+        try:
+            await conn.run_sync(_upgrade)
+        finally:
+            await dialects.release_migration_lock(conn)
+
+
+async def require_head(engine: AsyncEngine) -> None:
+    """Fail unless the schema is at head (used when `migrate` is off)."""
+    async with engine.connect() as conn:
+        current = await conn.run_sync(current_revisions)
+    heads = head_revisions()
+    if current != heads:
+        found = ", ".join(sorted(current)) or "no slack_agents_sa schema"
+        raise SchemaOutOfDateError(
+            f"database schema is at {found}, but this slack_agents_sa needs "
+            f"{', '.join(sorted(heads))}: run `alembic upgrade head` "
+            "(or `slack-agents-sa upgrade`), or set `migrate: true` in the storage options"
+        )

@@ -1,0 +1,226 @@
+"""Declarative models of everything the provider stores, with the indexes its queries use.
+
+Host apps import `Base` (or `metadata`) from here and add their own tables,
+foreign keys to `Conversation` and `Message` included.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from slack_agents_sa.types import BigID, ExactFloat, LongText, PortableJSON, UTCDateTime, utcnow
+
+#: Every table this package owns starts with this, so it never collides with
+#: the host's built-in providers' tables (`conversations`, `kv_store`, ...) in a shared database.
+TABLE_PREFIX = "agents_"
+
+#: Longest identifier-like strings (Slack ids, names, handles, tool call ids). Keyed columns
+#: need a bound: MySQL indexes at most 3072 bytes, 4 bytes a character in utf8mb4.
+NAME_LENGTH = 255
+#: Longest key-value `key` and OAuth `redirect_uri`: (255 + 500) * 4 bytes still fits one index.
+KEY_LENGTH = 500
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_N_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Name = String(NAME_LENGTH)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of our models; extend it (or share `metadata`) in a host app."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: PortableJSON,
+        float: ExactFloat,
+    }
+
+
+metadata = Base.metadata
+
+
+class Conversation(Base):
+    """One Slack thread an agent takes part in."""
+
+    __tablename__ = f"{TABLE_PREFIX}conversations"
+    __table_args__ = (
+        # get_or_create_conversation / has_conversation look a thread up by these three.
+        UniqueConstraint("agent_name", "channel_id", "thread_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    agent_name: Mapped[str] = mapped_column(Name)
+    channel_id: Mapped[str] = mapped_column(Name)
+    thread_id: Mapped[str] = mapped_column(Name)
+    channel_name: Mapped[str | None] = mapped_column(Name)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    messages: Mapped[list[Message]] = relationship(
+        back_populates="conversation", order_by="Message.id", passive_deletes=True
+    )
+
+
+class Message(Base):
+    """One user-triggered exchange in a conversation: the user's turn and the agent's reply."""
+
+    __tablename__ = f"{TABLE_PREFIX}messages"
+    __table_args__ = (
+        # History and export read a conversation's messages in order.
+        Index("ix_agents_messages_conversation_id_id", "conversation_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[int] = mapped_column(
+        BigID, ForeignKey(f"{TABLE_PREFIX}conversations.id", ondelete="CASCADE")
+    )
+    user_id: Mapped[str] = mapped_column(Name)
+    user_name: Mapped[str] = mapped_column(Name)
+    user_handle: Mapped[str] = mapped_column(Name)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    conversation: Mapped[Conversation] = relationship(back_populates="messages")
+    blocks: Mapped[list[Block]] = relationship(
+        back_populates="message", order_by="Block.id", passive_deletes=True
+    )
+
+
+class Block(Base):
+    """One piece of a message: text, a file, a tool call or a usage record.
+
+    `content` holds the block's JSON as the host shapes it, except for tool
+    calls, whose fields live in `ToolCall`. `in_history` is decided on write:
+    usage blocks and uploaded non-image files are never sent back to the LLM.
+    """
+
+    __tablename__ = f"{TABLE_PREFIX}blocks"
+    __table_args__ = (
+        # get_message_blocks / get_messages_with_blocks read a message's blocks in order.
+        Index("ix_agents_blocks_message_id_id", "message_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(
+        BigID, ForeignKey(f"{TABLE_PREFIX}messages.id", ondelete="CASCADE")
+    )
+    block_type: Mapped[str] = mapped_column(String(16))
+    in_history: Mapped[bool] = mapped_column(Boolean)
+    content: Mapped[dict[str, Any] | None]
+    source_file_id: Mapped[int | None] = mapped_column(
+        BigID, ForeignKey(f"{TABLE_PREFIX}blocks.id", ondelete="SET NULL")
+    )
+    tool_block_id: Mapped[int | None] = mapped_column(
+        BigID, ForeignKey(f"{TABLE_PREFIX}blocks.id", ondelete="SET NULL")
+    )
+    filename: Mapped[str | None] = mapped_column(Text)
+    mimetype: Mapped[str | None] = mapped_column(Name)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    message: Mapped[Message] = relationship(back_populates="blocks")
+    tool_call: Mapped[ToolCall | None] = relationship(
+        back_populates="block", passive_deletes=True
+    )
+
+
+class ToolCall(Base):
+    """The fields of a `tool_use` block, looked up by the LLM's `tool_call_id`."""
+
+    __tablename__ = f"{TABLE_PREFIX}tool_calls"
+
+    block_id: Mapped[int] = mapped_column(
+        BigID, ForeignKey(f"{TABLE_PREFIX}blocks.id", ondelete="CASCADE"), primary_key=True
+    )
+    # get_tool_call looks a call up by this id.
+    tool_call_id: Mapped[str] = mapped_column(Name, index=True)
+    tool_name: Mapped[str] = mapped_column(Name)
+    tool_input: Mapped[dict[str, Any]]
+    tool_output: Mapped[str] = mapped_column(LongText)
+    is_error: Mapped[bool] = mapped_column(Boolean)
+
+    block: Mapped[Block] = relationship(back_populates="tool_call")
+
+
+class Heartbeat(Base):
+    """The last Socket Mode ping/pong time of an agent, for the host's healthcheck."""
+
+    __tablename__ = f"{TABLE_PREFIX}heartbeats"
+
+    agent_name: Mapped[str] = mapped_column(Name, primary_key=True)
+    last_ping_pong_time: Mapped[float]
+
+
+class KeyValueEntry(Base):
+    """A value written by `set`: one JSON object per (namespace, key)."""
+
+    __tablename__ = f"{TABLE_PREFIX}kv_entries"
+
+    namespace: Mapped[str] = mapped_column(Name, primary_key=True)
+    key: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    value: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ListItem(Base):
+    """An item written by `append`: lists are (namespace, key), ordered by `id`."""
+
+    __tablename__ = f"{TABLE_PREFIX}list_items"
+    __table_args__ = (
+        # get_list reads one list in order; query scans a namespace in order.
+        Index("ix_agents_list_items_namespace_key_id", "namespace", "key", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(Name)
+    key: Mapped[str] = mapped_column(String(KEY_LENGTH))
+    value: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OAuthToken(Base):
+    """Per-user MCP OAuth token state. `access_token` and `refresh_token_enc` are secrets."""
+
+    __tablename__ = f"{TABLE_PREFIX}oauth_tokens"
+
+    user_id: Mapped[str] = mapped_column(Name, primary_key=True)
+    server_id: Mapped[str] = mapped_column(Name, primary_key=True)
+    access_token: Mapped[str] = mapped_column(LongText)
+    refresh_token_enc: Mapped[str | None] = mapped_column(LongText)
+    token_type: Mapped[str] = mapped_column(Text)
+    scopes: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class OAuthClient(Base):
+    """Per-server dynamic client registration. `client_secret` is a secret."""
+
+    __tablename__ = f"{TABLE_PREFIX}oauth_clients"
+
+    server_id: Mapped[str] = mapped_column(Name, primary_key=True)
+    redirect_uri: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    client_id: Mapped[str] = mapped_column(Text)
+    client_secret: Mapped[str | None] = mapped_column(LongText)
+    metadata_json: Mapped[str] = mapped_column(LongText)
+    authorization_server: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)

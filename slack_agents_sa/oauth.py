@@ -1,0 +1,100 @@
+"""The host's OAuth rows: per-user MCP tokens and per-server client registrations.
+
+The secret columns (`access_token`, `refresh_token_enc`, `client_secret`) are bound
+parameters only; they never appear in our messages or logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from slack_agents.storage.base import OAuthClientRow, OAuthTokenRow
+from sqlalchemy import delete, select
+
+from slack_agents_sa import dialects
+from slack_agents_sa.database import UsesDatabase
+from slack_agents_sa.models import KEY_LENGTH, NAME_LENGTH, OAuthClient, OAuthToken
+from slack_agents_sa.validation import check_text
+
+_TOKEN_FIELDS = tuple(OAuthTokenRow.__dataclass_fields__)
+_CLIENT_FIELDS = tuple(OAuthClientRow.__dataclass_fields__)
+
+
+def _check_row(name: str, row: Any, row_type: type) -> dict[str, Any]:
+    if not isinstance(row, row_type):
+        raise TypeError(f"{name} must be an {row_type.__name__}, got {type(row).__name__}")
+    values: dict[str, Any] = asdict(row)
+    return values
+
+
+def _keep_first_created_at(fields: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(name for name in fields if name != "created_at")
+
+
+class OAuthMethods(UsesDatabase):
+    """get / put / delete of OAuthTokenRow and OAuthClientRow; `put` keeps the first created_at."""
+
+    async def get_oauth_token(self, user_id: str, server_id: str) -> OAuthTokenRow | None:
+        check_text("user_id", user_id, NAME_LENGTH)
+        check_text("server_id", server_id, NAME_LENGTH)
+        columns = [OAuthToken.__table__.c[name] for name in _TOKEN_FIELDS]
+        stmt = select(*columns).where(OAuthToken.user_id == user_id, OAuthToken.server_id == server_id)
+        async with self.db.statement() as conn:
+            row = (await conn.execute(stmt)).mappings().first()
+        return None if row is None else OAuthTokenRow(**row)
+
+    async def put_oauth_token(self, user_id: str, server_id: str, row: OAuthTokenRow) -> None:
+        check_text("user_id", user_id, NAME_LENGTH)
+        check_text("server_id", server_id, NAME_LENGTH)
+        values = _check_row("row", row, OAuthTokenRow)
+        stmt = dialects.upsert(
+            self.db.dialect_name,
+            OAuthToken.__table__,
+            {"user_id": user_id, "server_id": server_id, **values},
+            keys=("user_id", "server_id"),
+            update=_keep_first_created_at(_TOKEN_FIELDS),
+        )
+        async with self.db.statement() as conn:
+            await conn.execute(stmt)
+
+    async def delete_oauth_token(self, user_id: str, server_id: str) -> None:
+        check_text("user_id", user_id, NAME_LENGTH)
+        check_text("server_id", server_id, NAME_LENGTH)
+        stmt = delete(OAuthToken).where(OAuthToken.user_id == user_id, OAuthToken.server_id == server_id)
+        async with self.db.statement() as conn:
+            await conn.execute(stmt)
+
+    async def get_oauth_client(self, server_id: str, redirect_uri: str) -> OAuthClientRow | None:
+        check_text("server_id", server_id, NAME_LENGTH)
+        check_text("redirect_uri", redirect_uri, KEY_LENGTH)
+        columns = [OAuthClient.__table__.c[name] for name in _CLIENT_FIELDS]
+        stmt = select(*columns).where(
+            OAuthClient.server_id == server_id, OAuthClient.redirect_uri == redirect_uri
+        )
+        async with self.db.statement() as conn:
+            row = (await conn.execute(stmt)).mappings().first()
+        return None if row is None else OAuthClientRow(**row)
+
+    async def put_oauth_client(self, server_id: str, redirect_uri: str, row: OAuthClientRow) -> None:
+        check_text("server_id", server_id, NAME_LENGTH)
+        check_text("redirect_uri", redirect_uri, KEY_LENGTH)
+        values = _check_row("row", row, OAuthClientRow)
+        stmt = dialects.upsert(
+            self.db.dialect_name,
+            OAuthClient.__table__,
+            {"server_id": server_id, "redirect_uri": redirect_uri, **values},
+            keys=("server_id", "redirect_uri"),
+            update=_keep_first_created_at(_CLIENT_FIELDS),
+        )
+        async with self.db.statement() as conn:
+            await conn.execute(stmt)
+
+    async def delete_oauth_client(self, server_id: str, redirect_uri: str) -> None:
+        check_text("server_id", server_id, NAME_LENGTH)
+        check_text("redirect_uri", redirect_uri, KEY_LENGTH)
+        stmt = delete(OAuthClient).where(
+            OAuthClient.server_id == server_id, OAuthClient.redirect_uri == redirect_uri
+        )
+        async with self.db.statement() as conn:
+            await conn.execute(stmt)

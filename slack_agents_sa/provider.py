@@ -1,0 +1,67 @@
+"""`Provider`: the storage backend the host loads for `storage: {type: slack_agents_sa}`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_agents.storage.base import BaseStorageProvider
+
+from slack_agents_sa import migrate
+from slack_agents_sa.conversations import ConversationMethods
+from slack_agents_sa.database import Database
+from slack_agents_sa.export import ExportMethods
+from slack_agents_sa.keyvalue import KeyValueMethods
+from slack_agents_sa.oauth import OAuthMethods
+from slack_agents_sa.settings import ProviderSettings
+
+logger = logging.getLogger(__name__)
+
+
+class Provider(
+    KeyValueMethods, ConversationMethods, ExportMethods, OAuthMethods, BaseStorageProvider
+):
+    """SQLAlchemy async storage for python-slack-agents, on SQLite, PostgreSQL or MySQL.
+
+    Options are those of `ProviderSettings` (`url`, `migrate`, `echo`, pool options);
+    an unknown or malformed one raises `ConfigError` here, before any connection.
+    """
+
+    def __init__(self, url: str | None = None, **options: Any) -> None:
+        if url is not None:
+            options["url"] = url
+        self.settings = ProviderSettings.from_options(options)
+        self._database: Database | None = None
+
+    @property
+    def supports_export(self) -> bool:
+        """True unless the database is in-memory SQLite, which the host's exports refuse."""
+        return not self.settings.is_memory_sqlite
+
+    async def initialize(self) -> None:
+        """Open the engine and bring the schema to head (or check it is, with `migrate: false`).
+
+        Calling it again on an open provider does nothing.
+        """
+        if self._database is not None:
+            return
+        database = Database(self.settings)
+        try:
+            if self.settings.migrate:
+                await migrate.upgrade_to_head(database.engine)
+            else:
+                await migrate.require_head(database.engine)
+        except BaseException:
+            await database.dispose()
+            raise
+        self._database = database
+        logger.info(
+            "slack_agents_sa storage ready (%s)",
+            self.settings.url.render_as_string(hide_password=True),
+        )
+
+    async def close(self) -> None:
+        """Dispose of the engine and its connections; later calls raise ProviderClosedError."""
+        database, self._database = self._database, None
+        if database is not None:
+            await database.dispose()

@@ -1,0 +1,45 @@
+"""Argument checks run before anything is written, so bad input fails with a clear message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def check_text(name: str, value: Any, max_length: int | None = None) -> str:
+    """`value` as a str no longer than `max_length`, or TypeError/ValueError naming `name`."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    if max_length is not None and len(value) > max_length:
+        raise ValueError(f"{name} is {len(value)} characters long; the limit is {max_length}")
+    return value
+
+
+def check_optional_text(name: str, value: Any, max_length: int | None = None) -> str | None:
+    return None if value is None else check_text(name, value, max_length)
+
+
+def check_dict(name: str, value: Any) -> dict[str, Any]:
+    """`value` if it is a dict (a JSON object), else TypeError naming `name`."""
+    if not isinstance(value, dict):
+        raise TypeError(f"{name} must be a dict, got {type(value).__name__}")
+    return value
+
+
+def to_id(name: str, value: Any) -> int:
+    """A row id given as int or decimal str (the host passes both), else an error naming `name`."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or a str of digits, got bool")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    if isinstance(value, str):
+        raise ValueError(f"{name} must be an integer id, got {value!r}")
+    raise TypeError(f"{name} must be an int or a str of digits, got {type(value).__name__}")
+
+
+def to_optional_id(name: str, value: Any) -> int | None:
+    """Like `to_id`, but None (and the host's falsy "no link" values) mean no id."""
+    if value is None or value == "" or value == 0:
+        return None
+    return to_id(name, value)
