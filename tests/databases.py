@@ -1,0 +1,79 @@
+"""The databases tests run on: SQLite (file and memory) and servers named by environment variables.
+
+A server test skips when its variable is unset, and fails when the variable is set but the
+server cannot be reached: CI sets the variables, so CI never silently skips a database.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from slack_agents_sa.models import metadata
+from slack_agents_sa.settings import normalize_url
+
+POSTGRES_ENV = "SLACK_AGENTS_SA_TEST_POSTGRES_URL"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One kind of database a test body runs on."""
+
+    name: str
+    env_var: str | None = None
+
+    @property
+    def server_url(self) -> URL:
+        """The configured server URL, or a skip saying which variable is unset."""
+        assert self.env_var is not None
+        raw = os.environ.get(self.env_var)
+        if not raw:
+            pytest.skip(f"{self.name} URL not set ({self.env_var})")
+        return normalize_url(raw)
+
+
+SQLITE_FILE = Backend("sqlite-file")
+SQLITE_MEMORY = Backend("sqlite-memory")
+POSTGRES = Backend("postgresql", POSTGRES_ENV)
+ALL_BACKENDS = [SQLITE_FILE, SQLITE_MEMORY, POSTGRES]
+#: Backends whose data outlives a connection (migration and CLI tests need these).
+PERSISTENT_BACKENDS = [SQLITE_FILE, POSTGRES]
+
+
+async def _admin_execute(server: URL, statement: str) -> None:
+    engine = create_async_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    except OSError as error:
+        pytest.fail(f"database server at {server.render_as_string()} unreachable: {error}")
+    finally:
+        await engine.dispose()
+
+
+async def create_scratch_database(server: URL) -> URL:
+    """A new, empty database on `server`; drop it with `drop_scratch_database`."""
+    name = f"sa_test_{uuid.uuid4().hex[:12]}"
+    await _admin_execute(server, f'CREATE DATABASE "{name}"')
+    return server.set(database=name)
+
+
+async def drop_scratch_database(server: URL, url: URL) -> None:
+    await _admin_execute(server, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+
+
+async def empty_all_tables(url: URL) -> None:
+    """Delete every row of our tables (faster than a new database for each test)."""
+    names = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    finally:
+        await engine.dispose()

@@ -1,0 +1,225 @@
+"""Conversations, messages, blocks, tool calls and heartbeats, on every backend."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from slack_agents_sa import Provider
+
+
+async def _message(provider: Provider, thread: str = "1700000000.000100") -> tuple[int, int]:
+    conversation_id = await provider.get_or_create_conversation("bot", "C1", thread, "general")
+    message_id = await provider.create_message(conversation_id, "U1", "Ann", "ann")
+    return conversation_id, message_id
+
+
+async def test_get_or_create_conversation_returns_one_int_id_per_thread(
+    provider: Provider,
+) -> None:
+    first = await provider.get_or_create_conversation("bot", "C1", "1.1", "general")
+    again = await provider.get_or_create_conversation("bot", "C1", "1.1")
+    other = await provider.get_or_create_conversation("bot", "C1", "1.2")
+    other_agent = await provider.get_or_create_conversation("bot2", "C1", "1.1")
+    assert isinstance(first, int)
+    assert first == again
+    assert len({first, other, other_agent}) == 3
+
+
+async def test_existing_conversation_gets_the_new_channel_name_only_when_given(
+    provider: Provider,
+) -> None:
+    conversation_id = await provider.get_or_create_conversation("bot", "C1", "1.1", "old")
+    await provider.get_or_create_conversation("bot", "C1", "1.1", "renamed")
+    await provider.get_or_create_conversation("bot", "C1", "1.1", None)
+    exported = await provider.get_conversations_for_export("bot")
+    assert exported == [
+        {
+            "id": conversation_id,
+            "agent_name": "bot",
+            "channel_id": "C1",
+            "channel_name": "renamed",
+            "thread_id": "1.1",
+        }
+    ]
+
+
+async def test_has_conversation(provider: Provider) -> None:
+    assert not await provider.has_conversation("bot", "C1", "1.1")
+    await provider.get_or_create_conversation("bot", "C1", "1.1")
+    assert await provider.has_conversation("bot", "C1", "1.1")
+    assert not await provider.has_conversation("bot", "C2", "1.1")
+
+
+async def test_create_message_returns_increasing_int_ids(provider: Provider) -> None:
+    conversation_id = await provider.get_or_create_conversation("bot", "C1", "1.1")
+    ids = [await provider.create_message(conversation_id, "U1", "Ann", "ann") for _ in range(3)]
+    assert all(isinstance(message_id, int) for message_id in ids)
+    assert ids == sorted(ids) and len(set(ids)) == 3
+
+
+async def test_ids_given_as_strings_are_accepted(provider: Provider) -> None:
+    conversation_id = await provider.get_or_create_conversation("bot", "C1", "1.1")
+    message_id = await provider.create_message(str(conversation_id), "U1", "Ann", "ann")
+    await provider.append_text_block(str(message_id), "hi", is_user=True)
+    assert await provider.get_message_blocks(str(conversation_id)) == [
+        (message_id, [{"block_type": "user_text", "content": {"text": "hi"}}])
+    ]
+
+
+async def test_create_message_in_a_missing_conversation_is_a_clear_error(
+    provider: Provider,
+) -> None:
+    with pytest.raises(ValueError, match="conversation_id=999999 does not name an existing row"):
+        await provider.create_message(999_999, "U1", "Ann", "ann")
+
+
+async def test_blocks_on_a_missing_message_are_a_clear_error(provider: Provider) -> None:
+    with pytest.raises(ValueError, match="message_id"):
+        await provider.append_text_block(999_999, "lost")
+    with pytest.raises(ValueError, match="message_id=999999"):
+        await provider.append_tool_block(
+            999_999, tool_call_id="t", tool_name="n", tool_input={}, tool_output="", is_error=False
+        )
+    assert await provider.get_tool_call("t") is None
+
+
+async def test_get_message_blocks_keeps_order_and_leaves_out_usage_and_documents(
+    provider: Provider,
+) -> None:
+    conversation_id, first = await _message(provider)
+    document = {"data": "JVBERi0=", "filename": "report.pdf", "mimeType": "application/pdf"}
+    doc_id = await provider.append_file_block(
+        first,
+        document,
+        is_user=True,
+        filename="report.pdf",
+        mimetype="application/pdf",
+        size_bytes=5,
+    )
+    await provider.append_text_block(first, "report text", is_user=True, source_file_id=doc_id)
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "x"}}
+    await provider.append_file_block(
+        first, image, is_user=True, filename="a.png", mimetype="image/png", size_bytes=1
+    )
+    await provider.append_text_block(first, "Looking.")
+    tool_id = await provider.append_tool_block(
+        first,
+        tool_call_id="call_1",
+        tool_name="render",
+        tool_input={"q": "chart"},
+        tool_output="done",
+        is_error=False,
+    )
+    chart = {"type": "image", "data": "y"}
+    await provider.append_file_block(
+        first,
+        chart,
+        is_user=False,
+        filename="chart.png",
+        mimetype="image/png",
+        size_bytes=1,
+        tool_block_id=tool_id,
+    )
+    await provider.append_text_block(first, "Here it is.")
+    await provider.append_usage_block(
+        first,
+        model="m",
+        version="1",
+        input_tokens=10,
+        output_tokens=5,
+        cache_creation_input_tokens=0,
+        cache_read_input_tokens=0,
+        peak_single_call_input_tokens=10,
+        estimated_cost_usd=0.001,
+    )
+    empty_message = await provider.create_message(conversation_id, "U1", "Ann", "ann")
+
+    assert await provider.get_message_blocks(conversation_id) == [
+        (
+            first,
+            [
+                {"block_type": "user_text", "content": {"text": "report text"}},
+                {"block_type": "user_file", "content": image},
+                {"block_type": "text", "content": {"text": "Looking."}},
+                {
+                    "block_type": "tool_use",
+                    "content": {
+                        "tool_call_id": "call_1",
+                        "tool_name": "render",
+                        "tool_input": {"q": "chart"},
+                        "tool_output": "done",
+                        "is_error": False,
+                    },
+                },
+                {"block_type": "file", "content": chart},
+                {"block_type": "text", "content": {"text": "Here it is."}},
+            ],
+        ),
+        (empty_message, []),
+    ]
+
+
+async def test_get_message_blocks_of_an_unknown_conversation_is_empty(provider: Provider) -> None:
+    assert await provider.get_message_blocks(424242) == []
+
+
+async def test_conversations_do_not_see_each_others_blocks(provider: Provider) -> None:
+    first_conv, first_msg = await _message(provider, "1.1")
+    second_conv, second_msg = await _message(provider, "1.2")
+    await provider.append_text_block(first_msg, "one")
+    await provider.append_text_block(second_msg, "two")
+    assert await provider.get_message_blocks(second_conv) == [
+        (second_msg, [{"block_type": "text", "content": {"text": "two"}}])
+    ]
+    assert first_conv != second_conv
+
+
+async def test_get_tool_call_by_its_llm_id(provider: Provider) -> None:
+    _, message_id = await _message(provider)
+    block_id = await provider.append_tool_block(
+        message_id,
+        tool_call_id="toolu_01",
+        tool_name="search",
+        tool_input={"query": "ünïcode", "limit": 3},
+        tool_output='{"hits": []}',
+        is_error=True,
+    )
+    assert isinstance(block_id, int)
+    found = await provider.get_tool_call("toolu_01")
+    assert found is not None
+    # JSONB (PostgreSQL) does not keep key order, so the input is compared as data,
+    # and its layout as json.dumps(indent=2) of that data.
+    assert json.loads(found.pop("input_json")) == {"query": "ünïcode", "limit": 3}
+    assert found == {"tool_name": "search", "output_json": '{"hits": []}', "is_error": True}
+    recorded = await provider.get_tool_call("toolu_01")
+    assert recorded is not None
+    assert recorded["input_json"] == json.dumps(json.loads(recorded["input_json"]), indent=2)
+    assert await provider.get_tool_call("toolu_unknown") is None
+
+
+async def test_append_file_block_returns_an_id_usable_as_a_link(provider: Provider) -> None:
+    _, message_id = await _message(provider)
+    file_id = await provider.append_file_block(
+        message_id, {"data": "eA=="}, is_user=True, filename="a.txt", mimetype="text/plain",
+        size_bytes=1,
+    )
+    assert isinstance(file_id, int)
+    await provider.append_text_block(message_id, "x", is_user=True, source_file_id=file_id)
+    with pytest.raises(ValueError, match="does not name an existing row"):
+        await provider.append_text_block(message_id, "x", source_file_id=file_id + 1000)
+
+
+@pytest.mark.parametrize("moment", [time.time(), 1700000000.123456, 0.1, 1e-7, 2**40 + 0.5])
+async def test_heartbeat_float_round_trips_exactly(provider: Provider, moment: float) -> None:
+    await provider.upsert_heartbeat("bot", moment - 10)
+    await provider.upsert_heartbeat("bot", moment)
+    assert await provider.get_heartbeat("bot") == {"last_ping_pong_time": moment}
+    assert await provider.get_heartbeat("other-bot") is None
+
+
+async def test_heartbeat_rejects_non_numbers(provider: Provider) -> None:
+    with pytest.raises(TypeError, match="last_ping_pong_time must be a float"):
+        await provider.upsert_heartbeat("bot", "now")  # type: ignore[arg-type]
