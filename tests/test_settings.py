@@ -1,0 +1,75 @@
+"""Options: validated once, with one clear error naming the option, before any connection."""
+
+from __future__ import annotations
+
+import pytest
+
+from slack_agents_sa import ConfigError, Provider
+from slack_agents_sa.settings import DEFAULT_URL, ProviderSettings
+
+
+def test_default_is_a_sqlite_file_in_the_working_directory() -> None:
+    settings = ProviderSettings.from_options({})
+    assert settings.url.render_as_string() == DEFAULT_URL
+    assert settings.migrate is True
+    assert not settings.is_memory_sqlite
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgresql://u:p@db:5432/agents", "postgresql+asyncpg://u:***@db:5432/agents"),
+        ("postgres://u@db/agents", "postgresql+asyncpg://u@db/agents"),
+        ("sqlite:///agents.db", "sqlite+aiosqlite:///agents.db"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("postgresql+asyncpg://u@db/agents", "postgresql+asyncpg://u@db/agents"),
+    ],
+)
+def test_plain_urls_get_their_async_driver(given: str, expected: str) -> None:
+    url = ProviderSettings.from_options({"url": given}).url
+    assert url.render_as_string(hide_password=True) == expected
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite+aiosqlite:///:memory:"])
+def test_in_memory_sqlite_is_recognised(url: str) -> None:
+    assert ProviderSettings.from_options({"url": url}).is_memory_sqlite
+
+
+def test_unknown_option_is_named() -> None:
+    with pytest.raises(ConfigError, match="unknown option 'pool_szie'.*known options: url,"):
+        Provider(url="sqlite://", pool_szie=5)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("not a url", "option 'url': not a database URL"),
+        ("", "option 'url': must be a non-empty database URL"),
+        ("nosuchdb://x/y", "unknown database or driver 'nosuchdb'"),
+        ("postgresql+psycopg2://u@h/d", "driver 'psycopg2' .* is synchronous"),
+        ("postgresql+psycopg_async://u@h/d", "driver 'psycopg_async' .* not installed: pip install"),
+    ],
+)
+def test_bad_urls_give_one_clear_error(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Provider(url=url)
+
+
+def test_password_never_appears_in_errors() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Provider(url="postgresql+psycopg2://user:hunter2@host/db")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_option_values_are_validated_and_strings_coerced() -> None:
+    # The host fills {ENV} placeholders in as strings.
+    settings = ProviderSettings.from_options({"url": "sqlite://", "migrate": "false", "pool_size": "3"})
+    assert settings.migrate is False and settings.pool_size == 3
+    with pytest.raises(ConfigError, match="option 'pool_size'"):
+        Provider(url="sqlite://", pool_size=0)
+    with pytest.raises(ConfigError, match="option 'echo'"):
+        Provider(url="sqlite://", echo="loud")
+
+
+def test_config_error_is_a_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)
