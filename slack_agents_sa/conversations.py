@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Insert, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from slack_agents_sa import dialects
@@ -30,7 +30,9 @@ def _check_thread(agent_name: Any, channel_id: Any, thread_id: Any) -> None:
 
 
 def _missing_parent(argument: str, value: int, error: IntegrityError) -> ValueError:
-    return ValueError(f"{argument}={value} does not name an existing row ({type(error.orig).__name__})")
+    return ValueError(
+        f"{argument}={value} does not name an existing row ({type(error.orig).__name__})"
+    )
 
 
 class ConversationMethods(UsesDatabase):
@@ -55,7 +57,7 @@ class ConversationMethods(UsesDatabase):
         update = ("channel_name",) if channel_name else ()
         async with self.db.statement() as conn:
             return await dialects.upsert_returning_id(
-                conn, Conversation.__table__, values, _CONVERSATION_KEYS, update
+                conn, Conversation, values, _CONVERSATION_KEYS, update
             )
 
     async def has_conversation(self, agent_name: str, channel_id: str, thread_id: str) -> bool:
@@ -83,7 +85,7 @@ class ConversationMethods(UsesDatabase):
             conversation_id=conv_id, user_id=user_id, user_name=user_name, user_handle=user_handle
         )
         try:
-            return await self._insert_returning_id(stmt)
+            return await self.db.insert_returning_id(stmt)
         except IntegrityError as error:
             raise _missing_parent("conversation_id", conv_id, error) from None
 
@@ -173,7 +175,9 @@ class ConversationMethods(UsesDatabase):
         block = insert(Block).values(message_id=msg_id, block_type=TOOL_USE, in_history=True)
         try:
             async with self.db.transaction() as conn:
-                block_id = int((await conn.execute(block)).inserted_primary_key[0])
+                inserted = (await conn.execute(block)).inserted_primary_key
+                assert inserted is not None
+                block_id = int(inserted[0])
                 await conn.execute(
                     insert(ToolCall).values(
                         block_id=block_id,
@@ -242,7 +246,7 @@ class ConversationMethods(UsesDatabase):
             )
         stmt = dialects.upsert(
             self.db.dialect_name,
-            Heartbeat.__table__,
+            Heartbeat,
             {"agent_name": agent_name, "last_ping_pong_time": float(last_ping_pong_time)},
             keys=("agent_name",),
             update=("last_ping_pong_time",),
@@ -260,11 +264,8 @@ class ConversationMethods(UsesDatabase):
     async def _append_block(self, message_id: int | str, **values: Any) -> int:
         msg_id = to_id("message_id", message_id)
         try:
-            return await self._insert_returning_id(insert(Block).values(message_id=msg_id, **values))
+            return await self.db.insert_returning_id(
+                insert(Block).values(message_id=msg_id, **values)
+            )
         except IntegrityError as error:
             raise _missing_parent("message_id (or a linked block id)", msg_id, error) from None
-
-    async def _insert_returning_id(self, stmt: Insert) -> int:
-        async with self.db.statement() as conn:
-            result = await conn.execute(stmt)
-        return int(result.inserted_primary_key[0])

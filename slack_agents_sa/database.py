@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 from functools import partial
 from typing import Any
 
+from sqlalchemy import Insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from slack_agents_sa import dialects
@@ -55,6 +56,15 @@ class Database:
         """A connection in a transaction that commits on success and rolls back on error."""
         async with self._turn(), self.engine.begin() as conn:
             yield conn
+
+    async def insert_returning_id(self, stmt: Insert) -> int:
+        """Run a single-row INSERT and return the new row's primary key."""
+        async with self.statement() as conn:
+            result = await conn.execute(stmt)
+        key = result.inserted_primary_key
+        if key is None:  # pragma: no cover - every dialect we support reports it
+            raise RuntimeError(f"{self.dialect_name} did not report the inserted row's id")
+        return int(key[0])
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -8,11 +8,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Insert, Table, event, func, text
+from sqlalchemy import Insert, event, func, text
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry
+
+from slack_agents_sa.models import Base
 
 #: SQLite: how long a writer waits for another's lock before "database is locked" (ms).
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -84,7 +86,7 @@ def autocommit_options(dialect_name: str) -> dict[str, Any]:
 
 def upsert(
     dialect_name: str,
-    table: Table,
+    model: type[Base],
     values: dict[str, Any],
     keys: Sequence[str],
     update: Sequence[str],
@@ -93,35 +95,36 @@ def upsert(
     to the new values (an empty `update` leaves the row as it is but still touches it)."""
     family = backend(dialect_name)
     if family in ("postgresql", "sqlite"):
-        stmt = (postgresql.insert if family == "postgresql" else sqlite.insert)(table)
+        stmt = (postgresql.insert if family == "postgresql" else sqlite.insert)(model)
         stmt = stmt.values(values)
         set_ = {name: stmt.excluded[name] for name in update}
         # A no-op update rather than DO NOTHING, so RETURNING reports an existing row too.
         set_ = set_ or {keys[0]: stmt.excluded[keys[0]]}
         return stmt.on_conflict_do_update(index_elements=list(keys), set_=set_)
     if family == "mysql":
-        my_stmt = mysql.insert(table).values(values)
+        my_stmt = mysql.insert(model).values(values)
         my_set: dict[str, Any] = {name: my_stmt.inserted[name] for name in update}
-        if "id" in table.c:
+        columns = model.__table__.c
+        if "id" in columns:
             # LAST_INSERT_ID(id) makes the driver's lastrowid the existing row's id.
-            my_set["id"] = func.last_insert_id(table.c.id)
-        return my_stmt.on_duplicate_key_update(my_set or {keys[0]: table.c[keys[0]]})
+            my_set["id"] = func.last_insert_id(columns.id)
+        return my_stmt.on_duplicate_key_update(my_set or {keys[0]: columns[keys[0]]})
     raise NotImplementedError(f"no upsert for dialect {dialect_name!r}")
 
 
 async def upsert_returning_id(
     conn: AsyncConnection,
-    table: Table,
+    model: type[Base],
     values: dict[str, Any],
     keys: Sequence[str],
     update: Sequence[str],
 ) -> int:
     """`upsert`, returning the inserted or existing row's `id` in the same round trip."""
-    stmt = upsert(conn.dialect.name, table, values, keys, update)
+    stmt = upsert(conn.dialect.name, model, values, keys, update)
     if backend(conn.dialect.name) == "mysql":
         result = await conn.execute(stmt)
         return int(result.lastrowid)
-    result = await conn.execute(stmt.returning(table.c.id))
+    result = await conn.execute(stmt.returning(model.__table__.c.id))
     return int(result.scalar_one())
 
 
@@ -137,7 +140,8 @@ async def take_migration_lock(conn: AsyncConnection) -> None:
         )
     elif family == "mysql":
         await conn.execute(
-            text("SELECT GET_LOCK(:name, :timeout)"), {"name": _MYSQL_MIGRATION_LOCK, "timeout": 600}
+            text("SELECT GET_LOCK(:name, :timeout)"),
+            {"name": _MYSQL_MIGRATION_LOCK, "timeout": 600},
         )
 
 

@@ -21,7 +21,9 @@ def _as_datetime(name: str, value: str | datetime | None) -> datetime | None:
         try:
             value = datetime.fromisoformat(value)
         except ValueError:
-            raise ValueError(f"{name} must be an ISO 8601 date or datetime, got {value!r}") from None
+            raise ValueError(
+                f"{name} must be an ISO 8601 date or datetime, got {value!r}"
+            ) from None
     if not isinstance(value, datetime):
         raise TypeError(f"{name} must be a str or datetime, got {type(value).__name__}")
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -11,9 +11,6 @@ from slack_agents_sa.database import UsesDatabase
 from slack_agents_sa.models import KEY_LENGTH, NAME_LENGTH, KeyValueEntry, ListItem
 from slack_agents_sa.validation import check_dict, check_text
 
-_KV = KeyValueEntry.__table__
-_LIST = ListItem.__table__
-
 
 def _check_address(namespace: Any, key: Any) -> None:
     check_text("namespace", namespace, NAME_LENGTH)
@@ -47,7 +44,7 @@ class KeyValueMethods(UsesDatabase):
         check_dict("value", value)
         stmt = dialects.upsert(
             self.db.dialect_name,
-            _KV,
+            KeyValueEntry,
             {"namespace": namespace, "key": key, "value": value},
             keys=("namespace", "key"),
             update=("value",),
@@ -67,9 +64,7 @@ class KeyValueMethods(UsesDatabase):
         _check_address(namespace, key)
         check_dict("item", item)
         stmt = insert(ListItem).values(namespace=namespace, key=key, value=item)
-        async with self.db.statement() as conn:
-            result = await conn.execute(stmt)
-        return str(result.inserted_primary_key[0])
+        return str(await self.db.insert_returning_id(stmt))
 
     async def get_list(self, namespace: str, key: str) -> list[dict[str, Any]]:
         _check_address(namespace, key)
@@ -93,9 +88,9 @@ class KeyValueMethods(UsesDatabase):
         items = select(ListItem.id, ListItem.key, ListItem.value).where(
             ListItem.namespace == namespace
         )
-        entries = select(
-            null().label("id"), KeyValueEntry.key, KeyValueEntry.value
-        ).where(KeyValueEntry.namespace == namespace)
+        entries = select(null().label("id"), KeyValueEntry.key, KeyValueEntry.value).where(
+            KeyValueEntry.namespace == namespace
+        )
         stmt = union_all(items, entries)
         async with self.db.statement() as conn:
             rows = (await conn.execute(stmt)).all()

@@ -7,7 +7,7 @@ foreign keys to `Conversation` and `Message` included.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -48,7 +48,7 @@ class Base(DeclarativeBase):
     """Declarative base of our models; extend it (or share `metadata`) in a host app."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
         datetime: UTCDateTime(),
         dict[str, Any]: PortableJSON,
         float: ExactFloat,
@@ -136,9 +136,7 @@ class Block(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     message: Mapped[Message] = relationship(back_populates="blocks")
-    tool_call: Mapped[ToolCall | None] = relationship(
-        back_populates="block", passive_deletes=True
-    )
+    tool_call: Mapped[ToolCall | None] = relationship(back_populates="block", passive_deletes=True)
 
 
 class ToolCall(Base):

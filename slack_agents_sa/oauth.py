@@ -21,11 +21,12 @@ _TOKEN_FIELDS = tuple(OAuthTokenRow.__dataclass_fields__)
 _CLIENT_FIELDS = tuple(OAuthClientRow.__dataclass_fields__)
 
 
-def _check_row(name: str, row: Any, row_type: type) -> dict[str, Any]:
+def _check_row(
+    name: str, row: Any, row_type: type[OAuthTokenRow] | type[OAuthClientRow]
+) -> dict[str, Any]:
     if not isinstance(row, row_type):
         raise TypeError(f"{name} must be an {row_type.__name__}, got {type(row).__name__}")
-    values: dict[str, Any] = asdict(row)
-    return values
+    return asdict(row)
 
 
 def _keep_first_created_at(fields: tuple[str, ...]) -> tuple[str, ...]:
@@ -39,7 +40,9 @@ class OAuthMethods(UsesDatabase):
         check_text("user_id", user_id, NAME_LENGTH)
         check_text("server_id", server_id, NAME_LENGTH)
         columns = [OAuthToken.__table__.c[name] for name in _TOKEN_FIELDS]
-        stmt = select(*columns).where(OAuthToken.user_id == user_id, OAuthToken.server_id == server_id)
+        stmt = select(*columns).where(
+            OAuthToken.user_id == user_id, OAuthToken.server_id == server_id
+        )
         async with self.db.statement() as conn:
             row = (await conn.execute(stmt)).mappings().first()
         return None if row is None else OAuthTokenRow(**row)
@@ -50,7 +53,7 @@ class OAuthMethods(UsesDatabase):
         values = _check_row("row", row, OAuthTokenRow)
         stmt = dialects.upsert(
             self.db.dialect_name,
-            OAuthToken.__table__,
+            OAuthToken,
             {"user_id": user_id, "server_id": server_id, **values},
             keys=("user_id", "server_id"),
             update=_keep_first_created_at(_TOKEN_FIELDS),
@@ -61,7 +64,9 @@ class OAuthMethods(UsesDatabase):
     async def delete_oauth_token(self, user_id: str, server_id: str) -> None:
         check_text("user_id", user_id, NAME_LENGTH)
         check_text("server_id", server_id, NAME_LENGTH)
-        stmt = delete(OAuthToken).where(OAuthToken.user_id == user_id, OAuthToken.server_id == server_id)
+        stmt = delete(OAuthToken).where(
+            OAuthToken.user_id == user_id, OAuthToken.server_id == server_id
+        )
         async with self.db.statement() as conn:
             await conn.execute(stmt)
 
@@ -76,13 +81,15 @@ class OAuthMethods(UsesDatabase):
             row = (await conn.execute(stmt)).mappings().first()
         return None if row is None else OAuthClientRow(**row)
 
-    async def put_oauth_client(self, server_id: str, redirect_uri: str, row: OAuthClientRow) -> None:
+    async def put_oauth_client(
+        self, server_id: str, redirect_uri: str, row: OAuthClientRow
+    ) -> None:
         check_text("server_id", server_id, NAME_LENGTH)
         check_text("redirect_uri", redirect_uri, KEY_LENGTH)
         values = _check_row("row", row, OAuthClientRow)
         stmt = dialects.upsert(
             self.db.dialect_name,
-            OAuthClient.__table__,
+            OAuthClient,
             {"server_id": server_id, "redirect_uri": redirect_uri, **values},
             keys=("server_id", "redirect_uri"),
             update=_keep_first_created_at(_CLIENT_FIELDS),

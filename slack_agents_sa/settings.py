@@ -39,8 +39,7 @@ def normalize_url(raw: str) -> URL:
         url = make_url(raw)
     except ArgumentError:
         raise ValueError(
-            "not a database URL; expected e.g. 'sqlite:///agents.db' or "
-            "'postgresql://user@host/db'"
+            "not a database URL; expected e.g. 'sqlite:///agents.db' or 'postgresql://user@host/db'"
         ) from None
     drivername = _ASYNC_DRIVERS.get(url.drivername, url.drivername)
     url = url.set(drivername=drivername)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from slack_agents.conversations import ConversationManager
 
-IMAGE = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+IMAGE = {
+    "type": "image",
+    "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
+}
 PDF = {"data": "JVBERi0xLjQK", "filename": "q3.pdf", "mimeType": "application/pdf"}
 CHART = {"data": "iVBORw0KGgoAAA==", "filename": "chart.png", "mimeType": "image/png"}
 
@@ -25,7 +28,9 @@ async def _usage(cm: ConversationManager, message_id: int | str, tokens: int) ->
 
 async def drive_conversation(cm: ConversationManager, *, with_documents: bool = True) -> int | str:
     """Three turns: a tool call, an image upload, and (optionally) a PDF plus a tool-made file."""
-    conversation_id = await cm.get_or_create_conversation("helper", "C042", "1700000000.000100", "ops")
+    conversation_id = await cm.get_or_create_conversation(
+        "helper", "C042", "1700000000.000100", "ops"
+    )
 
     turn = await cm.create_message(conversation_id, "U1", "Ann Lee", "ann")
     await cm.append_text_block(turn, "What's the weather in Paris?", is_user=True)
@@ -41,7 +46,9 @@ async def drive_conversation(cm: ConversationManager, *, with_documents: bool = 
     await cm.append_text_block(turn, "12°C and raining in Paris ☔.")
     await _usage(cm, turn, 1200)
 
-    conversation_id = await cm.get_or_create_conversation("helper", "C042", "1700000000.000100", "ops")
+    conversation_id = await cm.get_or_create_conversation(
+        "helper", "C042", "1700000000.000100", "ops"
+    )
     turn = await cm.create_message(conversation_id, "U2", "Bo Chen", "bo")
     await cm.append_file_block(
         turn, IMAGE, is_user=True, filename="photo.png", mimetype="image/png", size_bytes=8

@@ -18,32 +18,63 @@ from tests.databases import POSTGRES, create_scratch_database, drop_scratch_data
 
 EXPECTED_HISTORY = [
     Message(role="user", content="What's the weather in Paris?"),
-    Message(role="assistant", content=[
-        {"type": "text", "text": "Let me check."},
-        {"type": "tool_use", "id": "toolu_weather_1", "name": "get_weather",
-         "input": {"city": "Paris", "units": "metric"}},
-    ]),
-    Message(role="user", content=[
-        {"type": "tool_result", "tool_use_id": "toolu_weather_1",
-         "content": '{"temp": 12, "sky": "rain"}'},
-    ]),
+    Message(
+        role="assistant",
+        content=[
+            {"type": "text", "text": "Let me check."},
+            {
+                "type": "tool_use",
+                "id": "toolu_weather_1",
+                "name": "get_weather",
+                "input": {"city": "Paris", "units": "metric"},
+            },
+        ],
+    ),
+    Message(
+        role="user",
+        content=[
+            {
+                "type": "tool_result",
+                "tool_use_id": "toolu_weather_1",
+                "content": '{"temp": 12, "sky": "rain"}',
+            },
+        ],
+    ),
     Message(role="assistant", content=[{"type": "text", "text": "12°C and raining in Paris ☔."}]),
     Message(role="user", content=[IMAGE, {"type": "text", "text": "What is in this photo?"}]),
     Message(role="assistant", content=[{"type": "text", "text": "A cat on a keyboard."}]),
     # The PDF's own block is left out: its text is already the user_text block.
     Message(role="user", content="[q3.pdf]\nRevenue grew 12%."),
-    Message(role="assistant", content=[
-        {"type": "text", "text": "Plotting it."},
-        {"type": "tool_use", "id": "toolu_plot_1", "name": "plot",
-         "input": {"series": [1.0, 1.12], "labels": ["Q2", "Q3"]}},
-        {"type": "tool_use", "id": "toolu_mail_1", "name": "send_mail",
-         "input": {"to": "cfo@example.com"}},
-    ]),
-    Message(role="user", content=[
-        {"type": "tool_result", "tool_use_id": "toolu_plot_1", "content": "rendered chart.png"},
-        {"type": "tool_result", "tool_use_id": "toolu_mail_1", "content": "SMTP timeout",
-         "is_error": True},
-    ]),
+    Message(
+        role="assistant",
+        content=[
+            {"type": "text", "text": "Plotting it."},
+            {
+                "type": "tool_use",
+                "id": "toolu_plot_1",
+                "name": "plot",
+                "input": {"series": [1.0, 1.12], "labels": ["Q2", "Q3"]},
+            },
+            {
+                "type": "tool_use",
+                "id": "toolu_mail_1",
+                "name": "send_mail",
+                "input": {"to": "cfo@example.com"},
+            },
+        ],
+    ),
+    Message(
+        role="user",
+        content=[
+            {"type": "tool_result", "tool_use_id": "toolu_plot_1", "content": "rendered chart.png"},
+            {
+                "type": "tool_result",
+                "tool_use_id": "toolu_mail_1",
+                "content": "SMTP timeout",
+                "is_error": True,
+            },
+        ],
+    ),
     Message(role="assistant", content=[{"type": "text", "text": "Chart attached; mail failed."}]),
 ]
 
@@ -69,7 +100,15 @@ async def test_tool_calls_and_export_after_a_conversation(provider: Provider) ->
     messages = await cm.get_messages_with_blocks(conversation_id)
     assert [m["user_handle"] for m in messages] == ["ann", "bo", "ann"]
     assert [b["block_type"] for b in messages[2]["blocks"]] == [
-        "user_file", "user_text", "text", "tool_use", "file", "tool_use", "text", "usage"]
+        "user_file",
+        "user_text",
+        "text",
+        "tool_use",
+        "file",
+        "tool_use",
+        "text",
+        "usage",
+    ]
     assert messages[2]["blocks"][4]["content"] == CHART
     usage = [b["content"] for m in messages for b in m["blocks"] if b["block_type"] == "usage"]
     assert [u["input_tokens"] for u in usage] == [1200, 3400, 5600]

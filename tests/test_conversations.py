@@ -203,7 +203,11 @@ async def test_get_tool_call_by_its_llm_id(provider: Provider) -> None:
 async def test_append_file_block_returns_an_id_usable_as_a_link(provider: Provider) -> None:
     _, message_id = await _message(provider)
     file_id = await provider.append_file_block(
-        message_id, {"data": "eA=="}, is_user=True, filename="a.txt", mimetype="text/plain",
+        message_id,
+        {"data": "eA=="},
+        is_user=True,
+        filename="a.txt",
+        mimetype="text/plain",
         size_bytes=1,
     )
     assert isinstance(file_id, int)

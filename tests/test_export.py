@@ -22,8 +22,13 @@ async def test_conversations_for_export_filter_by_handle(provider: Provider) -> 
     everything = await provider.get_conversations_for_export("bot")
     assert [row["id"] for row in everything] == [ann, bob]
     assert await provider.get_conversations_for_export("bot", handle="bob") == [
-        {"id": bob, "agent_name": "bot", "channel_id": "C1", "channel_name": "general",
-         "thread_id": "1.2"}
+        {
+            "id": bob,
+            "agent_name": "bot",
+            "channel_id": "C1",
+            "channel_name": "general",
+            "thread_id": "1.2",
+        }
     ]
     assert await provider.get_conversations_for_export("bot", handle="nobody") == []
 
@@ -34,12 +39,18 @@ async def test_conversations_for_export_filter_by_dates_as_strings_or_datetimes(
     conversation_id, _ = await _conversation(provider, "1.1", "ann")
     now = datetime.now(UTC)
     hour = timedelta(hours=1)
-    assert [c["id"] for c in await provider.get_conversations_for_export(
-        "bot", date_from=now - hour, date_to=now + hour
-    )] == [conversation_id]
-    assert [c["id"] for c in await provider.get_conversations_for_export(
-        "bot", date_from=(now - hour).isoformat(), date_to=(now + hour).isoformat()
-    )] == [conversation_id]
+    assert [
+        c["id"]
+        for c in await provider.get_conversations_for_export(
+            "bot", date_from=now - hour, date_to=now + hour
+        )
+    ] == [conversation_id]
+    assert [
+        c["id"]
+        for c in await provider.get_conversations_for_export(
+            "bot", date_from=(now - hour).isoformat(), date_to=(now + hour).isoformat()
+        )
+    ] == [conversation_id]
     assert await provider.get_conversations_for_export("bot", date_from=now + hour) == []
     assert await provider.get_conversations_for_export("bot", date_to=now - hour) == []
     # A naive datetime is taken as UTC.
@@ -57,32 +68,60 @@ async def test_messages_with_blocks_holds_everything_with_aware_datetimes(
 ) -> None:
     conversation_id, message_id = await _conversation(provider, "1.1", "ann")
     doc_id = await provider.append_file_block(
-        message_id, {"data": "eA=="}, is_user=True, filename="a.txt", mimetype="text/plain",
+        message_id,
+        {"data": "eA=="},
+        is_user=True,
+        filename="a.txt",
+        mimetype="text/plain",
         size_bytes=1,
     )
-    await provider.append_text_block(message_id, "a.txt says x", is_user=True,
-                                     source_file_id=doc_id)
+    await provider.append_text_block(
+        message_id, "a.txt says x", is_user=True, source_file_id=doc_id
+    )
     tool_id = await provider.append_tool_block(
-        message_id, tool_call_id="c1", tool_name="chart", tool_input={"n": 1},
-        tool_output="ok", is_error=False,
+        message_id,
+        tool_call_id="c1",
+        tool_name="chart",
+        tool_input={"n": 1},
+        tool_output="ok",
+        is_error=False,
     )
     chart_id = await provider.append_file_block(
-        message_id, {"data": "eQ=="}, is_user=False, filename="chart.png",
-        mimetype="image/png", size_bytes=1, tool_block_id=tool_id,
+        message_id,
+        {"data": "eQ=="},
+        is_user=False,
+        filename="chart.png",
+        mimetype="image/png",
+        size_bytes=1,
+        tool_block_id=tool_id,
     )
     await provider.append_usage_block(
-        message_id, model="claude", version="2025", input_tokens=100, output_tokens=20,
-        cache_creation_input_tokens=1, cache_read_input_tokens=2,
-        peak_single_call_input_tokens=90, estimated_cost_usd=0.0125,
+        message_id,
+        model="claude",
+        version="2025",
+        input_tokens=100,
+        output_tokens=20,
+        cache_creation_input_tokens=1,
+        cache_read_input_tokens=2,
+        peak_single_call_input_tokens=90,
+        estimated_cost_usd=0.0125,
     )
     [message] = await provider.get_messages_with_blocks(conversation_id)
     assert message["id"] == message_id
     assert (message["user_id"], message["user_name"], message["user_handle"]) == (
-        "U-ann", "ann", "ann")
+        "U-ann",
+        "ann",
+        "ann",
+    )
     assert message["created_at"].tzinfo is not None
     blocks = message["blocks"]
     assert [b["block_type"] for b in blocks] == [
-        "user_file", "user_text", "tool_use", "file", "usage"]
+        "user_file",
+        "user_text",
+        "tool_use",
+        "file",
+        "usage",
+    ]
     assert all(b["created_at"].tzinfo is not None for b in blocks)
     assert all(isinstance(b["id"], int) for b in blocks)
     assert blocks[0]["content"] == {"data": "eA=="}
@@ -91,16 +130,27 @@ async def test_messages_with_blocks_holds_everything_with_aware_datetimes(
     assert blocks[1]["content"] == {"text": "a.txt says x"}
     assert blocks[2]["id"] == tool_id
     assert blocks[2]["content"] == {
-        "tool_call_id": "c1", "tool_name": "chart", "tool_input": {"n": 1},
-        "tool_output": "ok", "is_error": False,
+        "tool_call_id": "c1",
+        "tool_name": "chart",
+        "tool_input": {"n": 1},
+        "tool_output": "ok",
+        "is_error": False,
     }
     assert blocks[3]["id"] == chart_id
     assert blocks[3]["content"] == {
-        "data": "eQ==", "filename": "chart.png", "mimeType": "image/png"}
+        "data": "eQ==",
+        "filename": "chart.png",
+        "mimeType": "image/png",
+    }
     assert blocks[4]["content"] == {
-        "model": "claude", "version": "2025", "input_tokens": 100, "output_tokens": 20,
-        "cache_creation_input_tokens": 1, "cache_read_input_tokens": 2,
-        "peak_single_call_input_tokens": 90, "estimated_cost_usd": 0.0125,
+        "model": "claude",
+        "version": "2025",
+        "input_tokens": 100,
+        "output_tokens": 20,
+        "cache_creation_input_tokens": 1,
+        "cache_read_input_tokens": 2,
+        "peak_single_call_input_tokens": 90,
+        "estimated_cost_usd": 0.0125,
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,7 @@ async def test_calls_before_initialize_and_after_close_raise_a_clear_error(
     fresh_url: str,
 ) -> None:
     storage = Provider(url=fresh_url)
-    with pytest.raises(ProviderClosedError, match="call `await provider.initialize\\(\\)`"):
+    with pytest.raises(ProviderClosedError, match=re.escape("call `await provider.initialize()`")):
         await storage.get("ns", "k")
     await storage.initialize()
     await storage.close()

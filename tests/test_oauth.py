@@ -36,8 +36,14 @@ async def test_token_round_trips_equal(provider: Provider) -> None:
 
 async def test_token_put_updates_but_keeps_the_first_created_at(provider: Provider) -> None:
     await provider.put_oauth_token("U1", "mcp", TOKEN)
-    newer = replace(TOKEN, access_token="at-2", refresh_token_enc=None, expires_at=None,
-                    created_at=1_800_000_000, updated_at=1_800_000_000)
+    newer = replace(
+        TOKEN,
+        access_token="at-2",
+        refresh_token_enc=None,
+        expires_at=None,
+        created_at=1_800_000_000,
+        updated_at=1_800_000_000,
+    )
     await provider.put_oauth_token("U1", "mcp", newer)
     assert await provider.get_oauth_token("U1", "mcp") == replace(newer, created_at=1_700_000_000)
 
@@ -55,11 +61,13 @@ async def test_client_round_trips_and_keeps_the_first_created_at(provider: Provi
     assert await provider.get_oauth_client("mcp", "https://x/cb") is None
     await provider.put_oauth_client("mcp", "https://x/cb", CLIENT)
     assert await provider.get_oauth_client("mcp", "https://x/cb") == CLIENT
-    newer = replace(CLIENT, client_secret="s3cret", created_at=1_800_000_000,
-                    updated_at=1_800_000_001)
+    newer = replace(
+        CLIENT, client_secret="s3cret", created_at=1_800_000_000, updated_at=1_800_000_001
+    )
     await provider.put_oauth_client("mcp", "https://x/cb", newer)
     assert await provider.get_oauth_client("mcp", "https://x/cb") == replace(
-        newer, created_at=1_700_000_000)
+        newer, created_at=1_700_000_000
+    )
     assert await provider.get_oauth_client("mcp", "https://y/cb") is None
 
 

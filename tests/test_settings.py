@@ -36,7 +36,7 @@ def test_in_memory_sqlite_is_recognised(url: str) -> None:
 
 
 def test_unknown_option_is_named() -> None:
-    with pytest.raises(ConfigError, match="unknown option 'pool_szie'.*known options: url,"):
+    with pytest.raises(ConfigError, match=r"unknown option 'pool_szie'.*known options: url,"):
         Provider(url="sqlite://", pool_szie=5)
 
 
@@ -47,7 +47,10 @@ def test_unknown_option_is_named() -> None:
         ("", "option 'url': must be a non-empty database URL"),
         ("nosuchdb://x/y", "unknown database or driver 'nosuchdb'"),
         ("postgresql+psycopg2://u@h/d", "driver 'psycopg2' .* is synchronous"),
-        ("postgresql+psycopg_async://u@h/d", "driver 'psycopg_async' .* not installed: pip install"),
+        (
+            "postgresql+psycopg_async://u@h/d",
+            "driver 'psycopg_async' .* not installed: pip install",
+        ),
     ],
 )
 def test_bad_urls_give_one_clear_error(url: str, message: str) -> None:
@@ -63,7 +66,9 @@ def test_password_never_appears_in_errors() -> None:
 
 def test_option_values_are_validated_and_strings_coerced() -> None:
     # The host fills {ENV} placeholders in as strings.
-    settings = ProviderSettings.from_options({"url": "sqlite://", "migrate": "false", "pool_size": "3"})
+    settings = ProviderSettings.from_options(
+        {"url": "sqlite://", "migrate": "false", "pool_size": "3"}
+    )
     assert settings.migrate is False and settings.pool_size == 3
     with pytest.raises(ConfigError, match="option 'pool_size'"):
         Provider(url="sqlite://", pool_size=0)
