@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from collections.abc import AsyncIterator, Iterator
+from contextlib import (
+    AbstractAsyncContextManager,
+    asynccontextmanager,
+    contextmanager,
+    nullcontext,
+)
 from functools import partial
 from typing import Any
 
 from sqlalchemy import Insert
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from slack_agents_sa import dialects
@@ -19,6 +25,20 @@ from slack_agents_sa.settings import ProviderSettings
 #: JSON as the host writes it, minus what PostgreSQL or other readers would reject or
 #: read back differently: NaN and Infinity raise ValueError instead of being written.
 dump_json = partial(json.dumps, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
+
+@contextmanager
+def _plain_value_errors() -> Iterator[None]:
+    """Re-raise a value SQLAlchemy could not bind (not JSON, NaN, naive datetime) as itself.
+
+    Such errors happen before the statement reaches the database, so nothing is written.
+    """
+    try:
+        yield
+    except StatementError as error:
+        if isinstance(error.orig, TypeError | ValueError) and not isinstance(error, DBAPIError):
+            raise type(error.orig)(f"cannot store value: {error.orig}") from None
+        raise
 
 
 class Database:
@@ -49,13 +69,15 @@ class Database:
     async def statement(self) -> AsyncIterator[AsyncConnection]:
         """A connection for exactly one statement, which commits by itself (no BEGIN round trip)."""
         async with self._turn(), self._autocommit_engine.connect() as conn:
-            yield conn
+            with _plain_value_errors():
+                yield conn
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A connection in a transaction that commits on success and rolls back on error."""
         async with self._turn(), self.engine.begin() as conn:
-            yield conn
+            with _plain_value_errors():
+                yield conn
 
     async def insert_returning_id(self, stmt: Insert) -> int:
         """Run a single-row INSERT and return the new row's primary key."""

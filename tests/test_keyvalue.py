@@ -147,3 +147,23 @@ async def test_keys_at_the_limit_round_trip(provider: Provider) -> None:
     namespace, key = "n" * 255, "🔑" * 500
     await provider.set(namespace, key, {"v": 1})
     assert await provider.get(namespace, key) == {"v": 1}
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        ({"x": float("nan")}, ValueError, "Out of range float values are not JSON compliant"),
+        ({"x": float("inf")}, ValueError, "not JSON compliant"),
+        ({"x": {1, 2}}, TypeError, "Object of type set is not JSON serializable"),
+        ({"x": b"bytes"}, TypeError, "Object of type bytes is not JSON serializable"),
+    ],
+)
+async def test_values_that_are_not_json_fail_clearly_and_write_nothing(
+    provider: Provider, value: dict[str, object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=f"cannot store value: .*{message}"):
+        await provider.set("ns", "k", value)
+    with pytest.raises(error, match=message):
+        await provider.append("ns", "k", value)
+    assert await provider.get("ns", "k") is None
+    assert await provider.get_list("ns", "k") == []
