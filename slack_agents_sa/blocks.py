@@ -4,30 +4,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy.orm import QueryableAttribute
 
 from slack_agents_sa.models import Block, Message, ToolCall
 
 TOOL_USE = "tool_use"
 
 
-def blocks_of_conversation(conversation_id: int) -> Select[Any]:
+#: The columns `block_content` needs, besides the message and block ids.
+_CONTENT_COLUMNS = (
+    Block.block_type,
+    Block.content,
+    ToolCall.tool_call_id,
+    ToolCall.tool_name,
+    ToolCall.tool_input,
+    ToolCall.tool_output,
+    ToolCall.is_error,
+)
+
+
+def blocks_of_conversation(
+    conversation_id: int, *extra: ColumnElement[Any] | QueryableAttribute[Any]
+) -> Select[Any]:
     """Every message of a conversation with its blocks, one row per block, in order.
 
-    Messages without blocks still come back once (LEFT JOIN), with NULL block columns.
+    Rows carry `message_id`, `block_id`, what `block_content` needs and the `extra`
+    columns. Messages without blocks still come back once (LEFT JOIN), block columns NULL.
     """
     return (
         select(
             Message.id.label("message_id"),
             Block.id.label("block_id"),
-            Block.block_type,
-            Block.in_history,
-            Block.content,
-            ToolCall.tool_call_id,
-            ToolCall.tool_name,
-            ToolCall.tool_input,
-            ToolCall.tool_output,
-            ToolCall.is_error,
+            *_CONTENT_COLUMNS,
+            *extra,
         )
         .select_from(Message)
         .outerjoin(Block, Block.message_id == Message.id)

@@ -98,7 +98,8 @@ class ConversationMethods(UsesDatabase):
         """
         conv_id = to_id("conversation_id", conversation_id)
         async with self.db.statement() as conn:
-            rows = (await conn.execute(blocks_of_conversation(conv_id))).all()
+            stmt = blocks_of_conversation(conv_id, Block.in_history)
+            rows = (await conn.execute(stmt)).all()
         history: list[tuple[int | str, list[dict[str, Any]]]] = []
         current_id: int | None = None
         blocks: list[dict[str, Any]] = []

@@ -7,9 +7,9 @@ from typing import Any
 
 from sqlalchemy import exists, select
 
-from slack_agents_sa.blocks import block_content
+from slack_agents_sa.blocks import block_content, blocks_of_conversation
 from slack_agents_sa.database import UsesDatabase
-from slack_agents_sa.models import Block, Conversation, Message, ToolCall
+from slack_agents_sa.models import Block, Conversation, Message
 from slack_agents_sa.validation import check_optional_text, check_text, to_id
 
 
@@ -94,32 +94,17 @@ class ExportMethods(UsesDatabase):
     async def get_messages_with_blocks(self, conversation_id: int | str) -> list[dict[str, Any]]:
         """Every message of a conversation with all its blocks (usage included), in one query."""
         conv_id = to_id("conversation_id", conversation_id)
-        stmt = (
-            select(
-                Message.id.label("message_id"),
-                Message.user_id,
-                Message.user_name,
-                Message.user_handle,
-                Message.created_at,
-                Block.id.label("block_id"),
-                Block.block_type,
-                Block.content,
-                Block.source_file_id,
-                Block.filename,
-                Block.mimetype,
-                Block.size_bytes,
-                Block.created_at.label("block_created_at"),
-                ToolCall.tool_call_id,
-                ToolCall.tool_name,
-                ToolCall.tool_input,
-                ToolCall.tool_output,
-                ToolCall.is_error,
-            )
-            .select_from(Message)
-            .outerjoin(Block, Block.message_id == Message.id)
-            .outerjoin(ToolCall, ToolCall.block_id == Block.id)
-            .where(Message.conversation_id == conv_id)
-            .order_by(Message.id, Block.id)
+        stmt = blocks_of_conversation(
+            conv_id,
+            Message.user_id,
+            Message.user_name,
+            Message.user_handle,
+            Message.created_at,
+            Block.source_file_id,
+            Block.filename,
+            Block.mimetype,
+            Block.size_bytes,
+            Block.created_at.label("block_created_at"),
         )
         async with self.db.statement() as conn:
             rows = (await conn.execute(stmt)).all()
