@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from alembic import context
 from slack_agents_sa import dialects
 from slack_agents_sa.migrate import VERSION_TABLE
 from slack_agents_sa.models import metadata

@@ -11,9 +11,8 @@ from slack_agents_sa.types, so later changes there never rewrite history.
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql
-
 from alembic import op
+from sqlalchemy.dialects import mysql, postgresql
 
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
