@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from slack_agents_sa import dialects
 from slack_agents_sa.blocks import TOOL_USE, block_content, blocks_of_conversation
-from slack_agents_sa.database import UsesDatabase
+from slack_agents_sa.database import UsesDatabase, insert_returning_id
 from slack_agents_sa.models import NAME_LENGTH, Block, Conversation, Heartbeat, Message, ToolCall
 from slack_agents_sa.validation import (
     check_dict,
@@ -97,8 +97,8 @@ class ConversationMethods(UsesDatabase):
         Usage blocks and uploaded non-image files are left out (`Block.in_history`).
         """
         conv_id = to_id("conversation_id", conversation_id)
+        stmt = blocks_of_conversation(conv_id, Block.in_history)
         async with self.db.statement() as conn:
-            stmt = blocks_of_conversation(conv_id, Block.in_history)
             rows = (await conn.execute(stmt)).all()
         history: list[tuple[int | str, list[dict[str, Any]]]] = []
         current_id: int | None = None
@@ -176,9 +176,7 @@ class ConversationMethods(UsesDatabase):
         block = insert(Block).values(message_id=msg_id, block_type=TOOL_USE, in_history=True)
         try:
             async with self.db.transaction() as conn:
-                inserted = (await conn.execute(block)).inserted_primary_key
-                assert inserted is not None
-                block_id = int(inserted[0])
+                block_id = await insert_returning_id(conn, block)
                 await conn.execute(
                     insert(ToolCall).values(
                         block_id=block_id,

@@ -41,6 +41,14 @@ def _plain_value_errors() -> Iterator[None]:
         raise
 
 
+async def insert_returning_id(conn: AsyncConnection, stmt: Insert) -> int:
+    """Run a single-row INSERT on `conn` and return the new row's primary key."""
+    key = (await conn.execute(stmt)).inserted_primary_key
+    if key is None:  # pragma: no cover - every dialect we support reports it
+        raise RuntimeError(f"{conn.dialect.name} did not report the inserted row's id")
+    return int(key[0])
+
+
 class Database:
     """One provider's engine; created in `initialize()`, disposed in `close()`."""
 
@@ -80,13 +88,9 @@ class Database:
                 yield conn
 
     async def insert_returning_id(self, stmt: Insert) -> int:
-        """Run a single-row INSERT and return the new row's primary key."""
+        """Run a single-row INSERT on its own and return the new row's primary key."""
         async with self.statement() as conn:
-            result = await conn.execute(stmt)
-        key = result.inserted_primary_key
-        if key is None:  # pragma: no cover - every dialect we support reports it
-            raise RuntimeError(f"{self.dialect_name} did not report the inserted row's id")
-        return int(key[0])
+            return await insert_returning_id(conn, stmt)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -29,8 +29,9 @@ def _check_row(
     return asdict(row)
 
 
-def _keep_first_created_at(fields: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(name for name in fields if name != "created_at")
+# What a repeated `put` overwrites: everything but the first created_at.
+_TOKEN_UPDATE = tuple(name for name in _TOKEN_FIELDS if name != "created_at")
+_CLIENT_UPDATE = tuple(name for name in _CLIENT_FIELDS if name != "created_at")
 
 
 class OAuthMethods(UsesDatabase):
@@ -56,7 +57,7 @@ class OAuthMethods(UsesDatabase):
             OAuthToken,
             {"user_id": user_id, "server_id": server_id, **values},
             keys=("user_id", "server_id"),
-            update=_keep_first_created_at(_TOKEN_FIELDS),
+            update=_TOKEN_UPDATE,
         )
         async with self.db.statement() as conn:
             await conn.execute(stmt)
@@ -92,7 +93,7 @@ class OAuthMethods(UsesDatabase):
             OAuthClient,
             {"server_id": server_id, "redirect_uri": redirect_uri, **values},
             keys=("server_id", "redirect_uri"),
-            update=_keep_first_created_at(_CLIENT_FIELDS),
+            update=_CLIENT_UPDATE,
         )
         async with self.db.statement() as conn:
             await conn.execute(stmt)
