@@ -26,7 +26,7 @@ _ASYNC_DRIVERS = {
     "mariadb": "mariadb+asyncmy",
 }
 
-# The pip extra that brings each optional driver.
+# The pip extra of ours that brings an optional driver module.
 _DRIVER_EXTRAS = {"asyncmy": "mysql", "aiomysql": "mysql"}
 
 
@@ -55,10 +55,12 @@ def normalize_url(raw: str) -> URL:
         )
     try:
         dialect_cls.import_dbapi()
-    except ImportError:
+    except ImportError as error:
         driver = url.get_driver_name()
-        extra = _DRIVER_EXTRAS.get(driver)
-        hint = f"pip install 'slack_agents_sa[{extra}]'" if extra else f"pip install {driver}"
+        # The module that failed to import names the package (psycopg_async needs psycopg).
+        module = (error.name or driver).partition(".")[0]
+        extra = _DRIVER_EXTRAS.get(module)
+        hint = f"pip install 'slack_agents_sa[{extra}]'" if extra else f"pip install {module}"
         raise ValueError(f"driver {driver!r} for {shown} is not installed: {hint}") from None
     return url
 

@@ -49,7 +49,7 @@ def test_unknown_option_is_named() -> None:
         ("postgresql+psycopg2://u@h/d", "driver 'psycopg2' .* is synchronous"),
         (
             "postgresql+psycopg_async://u@h/d",
-            "driver 'psycopg_async' .* not installed: pip install",
+            "driver 'psycopg_async' .* not installed: pip install psycopg$",
         ),
     ],
 )
