@@ -1,8 +1,9 @@
 """Build the wheel, install it in a fresh virtual environment, and migrate an empty database.
 
 Proves the migrations ship inside the wheel: the provider run from the new environment
-(not this checkout) must create the schema on `initialize()`. Also on PostgreSQL when
-SLACK_AGENTS_SA_TEST_POSTGRES_URL is set.
+(not this checkout) must create the schema on `initialize()`. Also on PostgreSQL and
+MySQL/MariaDB when SLACK_AGENTS_SA_TEST_POSTGRES_URL / SLACK_AGENTS_SA_TEST_MYSQL_URL are set
+(the wheel is installed with its `mysql` extra).
 """
 
 from __future__ import annotations
@@ -66,14 +67,18 @@ async def _admin(server: str, statement: str) -> None:
 
 
 @contextmanager
-def scratch_postgres(server: str) -> Iterator[str]:
-    """A throwaway database on the PostgreSQL server, so the check never touches real data."""
+def scratch_database(server: str) -> Iterator[str]:
+    """A throwaway database on a server, so the check never touches real data."""
     name = f"sa_wheel_check_{os.getpid()}"
-    asyncio.run(_admin(server, f'CREATE DATABASE "{name}"'))
+    if normalize_url(server).get_backend_name() in ("mysql", "mariadb"):
+        create, drop = f"CREATE DATABASE `{name}`", f"DROP DATABASE IF EXISTS `{name}`"
+    else:
+        create, drop = f'CREATE DATABASE "{name}"', f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+    asyncio.run(_admin(server, create))
     try:
         yield normalize_url(server).set(database=name).render_as_string(hide_password=False)
     finally:
-        asyncio.run(_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(_admin(server, drop))
 
 
 def main() -> int:
@@ -93,12 +98,14 @@ def main() -> int:
         [wheel] = (work / "dist").glob("slack_agents_sa-*.whl")
         run(sys.executable, "-m", "venv", work / "venv")
         python = work / "venv" / "bin" / "python"
-        run(python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", wheel)
+        requirement = f"slack_agents_sa[mysql] @ {wheel.as_uri()}"
+        run(python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", requirement)
         urls = [f"sqlite:///{work / 'fresh.db'}"]
         with ExitStack() as stack:
-            postgres = os.environ.get("SLACK_AGENTS_SA_TEST_POSTGRES_URL")
-            if postgres:
-                urls.append(stack.enter_context(scratch_postgres(postgres)))
+            for variable in ("SLACK_AGENTS_SA_TEST_POSTGRES_URL", "SLACK_AGENTS_SA_TEST_MYSQL_URL"):
+                server = os.environ.get(variable)
+                if server:
+                    urls.append(stack.enter_context(scratch_database(server)))
             run(python, "-c", PROBE, *urls, cwd=work)
     print("wheel check passed")
     return 0

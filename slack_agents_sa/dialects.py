@@ -5,6 +5,7 @@ Everything else builds portable statements and asks here for what differs.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,7 +45,9 @@ def engine_options(url: URL, pool_options: dict[str, Any]) -> dict[str, Any]:
 
 
 def install_connection_hooks(engine: AsyncEngine) -> None:
-    """Register per-connection set-up: SQLite pragmas and explicit transaction control."""
+    """Register per-connection set-up: SQLite pragmas and transaction control, MySQL limits."""
+    if backend(engine.dialect.name) == "mysql":
+        _install_mysql_hooks(engine)
     if engine.dialect.name != "sqlite":
         return
     sync_engine = engine.sync_engine
@@ -71,6 +74,77 @@ def install_connection_hooks(engine: AsyncEngine) -> None:
         # IMMEDIATE takes the write lock up front, so two writers queue on busy_timeout
         # instead of one failing when it upgrades a read lock.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _install_mysql_hooks(engine: AsyncEngine) -> None:
+    """Refuse statements larger than the server's `max_allowed_packet` before sending them.
+
+    The server answers an oversized packet by dropping the connection ("server has gone
+    away"), which says nothing about the cause; this says it, and nothing is sent.
+    """
+    sync_engine = engine.sync_engine
+    _quiet_primary_key_name_notes()
+
+    @event.listens_for(sync_engine, "connect")
+    def _mysql_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT @@max_allowed_packet")
+        record.info[_PACKET_LIMIT] = int(cursor.fetchone()[0])
+        cursor.close()
+
+    @event.listens_for(sync_engine, "before_cursor_execute")
+    def _mysql_check_size(
+        conn: Connection,
+        _cursor: Any,
+        statement: str,
+        parameters: Any,
+        _context: Any,
+        executemany: bool,
+    ) -> None:
+        limit = conn.info.get(_PACKET_LIMIT)
+        if limit is None:
+            return
+        rows = parameters if executemany else [parameters]
+        size = _utf8_size(statement) + sum(_parameters_size(row) for row in rows)
+        if size > limit - _PACKET_HEADROOM:
+            raise ValueError(
+                f"value too large for this server: the statement takes {size} bytes and "
+                f"MySQL/MariaDB's max_allowed_packet is {limit} bytes (raise it on the server)"
+            )
+
+
+class _PrimaryKeyNameNote(logging.Filter):
+    """Drops MariaDB's note that it ignores primary-key names, which our naming convention
+    gives every table: asyncmy logs it once per table when migrations create them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "ignored for PRIMARY key" not in record.getMessage()
+
+
+def _quiet_primary_key_name_notes() -> None:
+    logger = logging.getLogger("asyncmy")
+    if not any(isinstance(existing, _PrimaryKeyNameNote) for existing in logger.filters):
+        logger.addFilter(_PrimaryKeyNameNote())
+
+
+_PACKET_LIMIT = "slack_agents_sa_max_allowed_packet"
+#: Room for the protocol's framing and for quotes the driver escapes when it inlines values.
+_PACKET_HEADROOM = 64 * 1024
+
+
+def _utf8_size(text_value: str) -> int:
+    return len(text_value) if text_value.isascii() else len(text_value.encode("utf-8"))
+
+
+def _parameters_size(parameters: Any) -> int:
+    values = parameters.values() if isinstance(parameters, dict) else parameters or ()
+    size = 0
+    for value in values:
+        if isinstance(value, str):
+            size += _utf8_size(value)
+        elif isinstance(value, bytes | bytearray):
+            size += len(value)
+    return size
 
 
 def autocommit_options(dialect_name: str) -> dict[str, Any]:

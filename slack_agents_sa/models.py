@@ -21,7 +21,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from slack_agents_sa.types import BigID, ExactFloat, LongText, PortableJSON, UTCDateTime, utcnow
+from slack_agents_sa.types import (
+    MYSQL_TABLE_OPTIONS,
+    BigID,
+    ExactFloat,
+    LongText,
+    PortableJSON,
+    UTCDateTime,
+    exact_string,
+    utcnow,
+)
 
 #: Every table this package owns starts with this, so it never collides with
 #: the host's built-in providers' tables (`conversations`, `kv_store`, ...) in a shared database.
@@ -41,7 +50,9 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-Name = String(NAME_LENGTH)
+#: Identifier-like strings compare exactly on every dialect (see `exact_string`).
+Name = exact_string(NAME_LENGTH)
+Key = exact_string(KEY_LENGTH)
 
 
 class Base(DeclarativeBase):
@@ -65,6 +76,7 @@ class Conversation(Base):
     __table_args__ = (
         # get_or_create_conversation / has_conversation look a thread up by these three.
         UniqueConstraint("agent_name", "channel_id", "thread_id"),
+        MYSQL_TABLE_OPTIONS,
     )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
@@ -86,6 +98,7 @@ class Message(Base):
     __table_args__ = (
         # History and export read a conversation's messages in order.
         Index("ix_agents_messages_conversation_id_id", "conversation_id", "id"),
+        MYSQL_TABLE_OPTIONS,
     )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
@@ -115,6 +128,7 @@ class Block(Base):
     __table_args__ = (
         # get_message_blocks / get_messages_with_blocks read a message's blocks in order.
         Index("ix_agents_blocks_message_id_id", "message_id", "id"),
+        MYSQL_TABLE_OPTIONS,
     )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
@@ -143,6 +157,7 @@ class ToolCall(Base):
     """The fields of a `tool_use` block, looked up by the LLM's `tool_call_id`."""
 
     __tablename__ = f"{TABLE_PREFIX}tool_calls"
+    __table_args__ = MYSQL_TABLE_OPTIONS
 
     block_id: Mapped[int] = mapped_column(
         BigID, ForeignKey(f"{TABLE_PREFIX}blocks.id", ondelete="CASCADE"), primary_key=True
@@ -161,6 +176,7 @@ class Heartbeat(Base):
     """The last Socket Mode ping/pong time of an agent, for the host's healthcheck."""
 
     __tablename__ = f"{TABLE_PREFIX}heartbeats"
+    __table_args__ = MYSQL_TABLE_OPTIONS
 
     agent_name: Mapped[str] = mapped_column(Name, primary_key=True)
     last_ping_pong_time: Mapped[float]
@@ -170,9 +186,10 @@ class KeyValueEntry(Base):
     """A value written by `set`: one JSON object per (namespace, key)."""
 
     __tablename__ = f"{TABLE_PREFIX}kv_entries"
+    __table_args__ = MYSQL_TABLE_OPTIONS
 
     namespace: Mapped[str] = mapped_column(Name, primary_key=True)
-    key: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    key: Mapped[str] = mapped_column(Key, primary_key=True)
     value: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -184,11 +201,12 @@ class ListItem(Base):
     __table_args__ = (
         # get_list reads one list in order; query scans a namespace in order.
         Index("ix_agents_list_items_namespace_key_id", "namespace", "key", "id"),
+        MYSQL_TABLE_OPTIONS,
     )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     namespace: Mapped[str] = mapped_column(Name)
-    key: Mapped[str] = mapped_column(String(KEY_LENGTH))
+    key: Mapped[str] = mapped_column(Key)
     value: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -197,6 +215,7 @@ class OAuthToken(Base):
     """Per-user MCP OAuth token state. `access_token` and `refresh_token_enc` are secrets."""
 
     __tablename__ = f"{TABLE_PREFIX}oauth_tokens"
+    __table_args__ = MYSQL_TABLE_OPTIONS
 
     user_id: Mapped[str] = mapped_column(Name, primary_key=True)
     server_id: Mapped[str] = mapped_column(Name, primary_key=True)
@@ -213,9 +232,10 @@ class OAuthClient(Base):
     """Per-server dynamic client registration. `client_secret` is a secret."""
 
     __tablename__ = f"{TABLE_PREFIX}oauth_clients"
+    __table_args__ = MYSQL_TABLE_OPTIONS
 
     server_id: Mapped[str] = mapped_column(Name, primary_key=True)
-    redirect_uri: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    redirect_uri: Mapped[str] = mapped_column(Key, primary_key=True)
     client_id: Mapped[str] = mapped_column(Text)
     client_secret: Mapped[str | None] = mapped_column(LongText)
     metadata_json: Mapped[str] = mapped_column(LongText)

@@ -27,7 +27,7 @@ _ASYNC_DRIVERS = {
 }
 
 # The pip extra of ours that brings an optional driver module.
-_DRIVER_EXTRAS = {"asyncmy": "mysql", "aiomysql": "mysql"}
+_DRIVER_EXTRAS = {"asyncmy": "mysql", "aiomysql": "aiomysql", "pymysql": "aiomysql"}
 
 
 def normalize_url(raw: str) -> URL:
@@ -62,6 +62,12 @@ def normalize_url(raw: str) -> URL:
         extra = _DRIVER_EXTRAS.get(module)
         hint = f"pip install 'slack_agents_sa[{extra}]'" if extra else f"pip install {module}"
         raise ValueError(f"driver {driver!r} for {shown} is not installed: {hint}") from None
+    if dialect_cls.name in ("mysql", "mariadb"):
+        # Connections default to the server's character set, which may not hold emoji.
+        charset = url.query.get("charset", "utf8mb4")
+        if charset != "utf8mb4":
+            raise ValueError(f"charset={charset!r} in {shown} cannot hold all Unicode; use utf8mb4")
+        url = url.update_query_dict({"charset": "utf8mb4"})
     return url
 
 

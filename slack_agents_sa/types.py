@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Double, Integer, Text
+from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Double, Integer, String, Text
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -15,8 +15,41 @@ PortableJSON: TypeEngine[Any] = JSON(none_as_null=True).with_variant(
     postgresql.JSONB(none_as_null=True), "postgresql"
 )
 
+#: Table options on MySQL/MariaDB: utf8mb4 so any Unicode (emoji included) fits, whatever
+#: the server's default character set; a binary collation so text compares exactly.
+MYSQL_TABLE_OPTIONS: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+
+_MYSQL_NAMES = ("mysql", "mariadb")
+
+
+class _Utf8Bytes(TypeDecorator[str]):
+    """str stored as UTF-8 in VARBINARY: MySQL's only portable exact, no-pad comparison.
+
+    MySQL and MariaDB's utf8mb4 collations either fold case or pad with spaces (so 'a',
+    'A' and 'a ' can collide in a unique key), and their exact no-pad collations have a
+    different name on each server. Bytes compare exactly on both.
+    """
+
+    impl = mysql.VARBINARY
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> bytes | None:
+        return None if value is None else value.encode("utf-8")
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else bytes(value).decode("utf-8")
+
+
+def exact_string(length: int) -> TypeEngine[str]:
+    """A string of at most `length` characters that compares exactly (case, trailing spaces).
+
+    VARCHAR everywhere; on MySQL/MariaDB VARBINARY of `length` * 4 bytes (utf8mb4's widest).
+    """
+    return String(length).with_variant(_Utf8Bytes(length * 4), *_MYSQL_NAMES)
+
+
 #: Long text: TEXT everywhere, LONGTEXT on MySQL so multi-megabyte payloads fit.
-LongText: TypeEngine[str] = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+LongText: TypeEngine[str] = Text().with_variant(mysql.LONGTEXT(), *_MYSQL_NAMES)
 
 #: A float that round-trips exactly (DOUBLE everywhere; MySQL's FLOAT would be single precision).
 ExactFloat: TypeEngine[float] = Double()
@@ -41,7 +74,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if dialect.name in ("mysql", "mariadb"):
+        if dialect.name in _MYSQL_NAMES:
             # Microsecond precision; MySQL's DATETIME keeps whole seconds by default.
             return dialect.type_descriptor(mysql.DATETIME(fsp=6))
         return dialect.type_descriptor(DateTime(timezone=True))

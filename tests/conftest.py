@@ -15,7 +15,6 @@ from slack_agents_sa import Provider
 from tests.databases import (
     ALL_BACKENDS,
     PERSISTENT_BACKENDS,
-    POSTGRES,
     SQLITE_FILE,
     SQLITE_MEMORY,
     Backend,
@@ -39,15 +38,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 
 
 @pytest.fixture(scope="session")
-def postgres_database() -> Iterator[URL]:
-    """One migrated scratch PostgreSQL database for the whole run."""
-    server = POSTGRES.server_url
-    url = asyncio.run(create_scratch_database(server))
+def server_databases() -> Iterator[dict[Backend, URL]]:
+    """One migrated scratch database per server backend, made on first use, for the whole run."""
+    made: dict[Backend, tuple[URL, URL]] = {}
+    databases: dict[Backend, URL] = _LazyDatabases(made)
     try:
-        asyncio.run(_migrate(url))
-        yield url
+        yield databases
     finally:
-        asyncio.run(drop_scratch_database(server, url))
+        for server, url in made.values():
+            asyncio.run(drop_scratch_database(server, url))
+
+
+class _LazyDatabases(dict[Backend, URL]):
+    """Creates (and remembers for dropping) a server's scratch database when first asked."""
+
+    def __init__(self, made: dict[Backend, tuple[URL, URL]]) -> None:
+        super().__init__()
+        self._made = made
+
+    def __missing__(self, backend: Backend) -> URL:
+        server = backend.server_url
+        url = asyncio.run(create_scratch_database(server))
+        self._made[backend] = (server, url)
+        asyncio.run(_migrate(url))
+        self[backend] = url
+        return url
 
 
 async def _migrate(url: URL) -> None:
@@ -64,7 +79,7 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{tmp_path / 'agents.db'}"
     if backend is SQLITE_MEMORY:
         return "sqlite+aiosqlite:///:memory:"
-    url: URL = request.getfixturevalue("postgres_database")
+    url: URL = request.getfixturevalue("server_databases")[backend]
     asyncio.run(empty_all_tables(url))
     return url.render_as_string(hide_password=False)
 

@@ -19,6 +19,7 @@ from slack_agents_sa.models import metadata
 from slack_agents_sa.settings import normalize_url
 
 POSTGRES_ENV = "SLACK_AGENTS_SA_TEST_POSTGRES_URL"
+MYSQL_ENV = "SLACK_AGENTS_SA_TEST_MYSQL_URL"
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class Backend:
 
     name: str
     env_var: str | None = None
+    #: Run on this async driver instead of the one the URL names.
+    driver: str | None = None
 
     @property
     def server_url(self) -> URL:
@@ -35,15 +38,29 @@ class Backend:
         raw = os.environ.get(self.env_var)
         if not raw:
             pytest.skip(f"{self.name} URL not set ({self.env_var})")
-        return normalize_url(raw)
+        url = normalize_url(raw)
+        if self.driver is not None:
+            url = normalize_url(
+                url.set(drivername=f"{url.get_backend_name()}+{self.driver}").render_as_string(
+                    hide_password=False
+                )
+            )
+        return url
 
 
 SQLITE_FILE = Backend("sqlite-file")
 SQLITE_MEMORY = Backend("sqlite-memory")
 POSTGRES = Backend("postgresql", POSTGRES_ENV)
-ALL_BACKENDS = [SQLITE_FILE, SQLITE_MEMORY, POSTGRES]
+MYSQL = Backend("mysql", MYSQL_ENV)
+#: The same MySQL/MariaDB server through the other supported driver.
+MYSQL_AIOMYSQL = Backend("mysql-aiomysql", MYSQL_ENV, driver="aiomysql")
+ALL_BACKENDS = [SQLITE_FILE, SQLITE_MEMORY, POSTGRES, MYSQL, MYSQL_AIOMYSQL]
 #: Backends whose data outlives a connection (migration and CLI tests need these).
-PERSISTENT_BACKENDS = [SQLITE_FILE, POSTGRES]
+PERSISTENT_BACKENDS = [SQLITE_FILE, POSTGRES, MYSQL]
+
+
+def _is_mysql(url: URL) -> bool:
+    return url.get_backend_name() in ("mysql", "mariadb")
 
 
 async def _admin_execute(server: URL, statement: str) -> None:
@@ -60,20 +77,33 @@ async def _admin_execute(server: URL, statement: str) -> None:
 async def create_scratch_database(server: URL) -> URL:
     """A new, empty database on `server`; drop it with `drop_scratch_database`."""
     name = f"sa_test_{uuid.uuid4().hex[:12]}"
-    await _admin_execute(server, f'CREATE DATABASE "{name}"')
+    if _is_mysql(server):
+        await _admin_execute(server, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    else:
+        await _admin_execute(server, f'CREATE DATABASE "{name}"')
     return server.set(database=name)
 
 
 async def drop_scratch_database(server: URL, url: URL) -> None:
-    await _admin_execute(server, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+    if _is_mysql(server):
+        await _admin_execute(server, f"DROP DATABASE IF EXISTS `{url.database}`")
+    else:
+        await _admin_execute(server, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
 
 
 async def empty_all_tables(url: URL) -> None:
     """Delete every row of our tables (faster than a new database for each test)."""
-    names = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
     engine = create_async_engine(url)
     try:
         async with engine.begin() as conn:
-            await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+            if _is_mysql(url):
+                # TRUNCATE also resets AUTO_INCREMENT; MySQL refuses it on referenced tables.
+                await conn.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
+                for table in metadata.sorted_tables:
+                    await conn.execute(text(f"TRUNCATE TABLE `{table.name}`"))
+                await conn.execute(text("SET FOREIGN_KEY_CHECKS = 1"))
+            else:
+                names = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
+                await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     finally:
         await engine.dispose()

@@ -6,9 +6,13 @@ Create Date: 2026-11-24
 
 Self-contained on purpose: the column types are spelled out here rather than imported
 from slack_agents_sa.types, so later changes there never rewrite history.
+
+MySQL/MariaDB columns and table options were settled here before any MySQL release, which is
+why this first revision carries them rather than a later one.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -20,10 +24,13 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-NAME = sa.String(length=255)
-KEY = sa.String(length=500)
+# Exact comparison on MySQL/MariaDB: UTF-8 bytes, 4 bytes a character at most.
+NAME = sa.String(length=255).with_variant(mysql.VARBINARY(1020), "mysql", "mariadb")
+KEY = sa.String(length=500).with_variant(mysql.VARBINARY(2000), "mysql", "mariadb")
 JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
 LONG_TEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+# utf8mb4 whatever the server's default, binary collation for exact comparison.
+MYSQL_OPTIONS: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 TIMESTAMP = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
@@ -43,6 +50,7 @@ def upgrade() -> None:
             "thread_id",
             name=op.f("uq_agents_conversations_agent_name_channel_id_thread_id"),
         ),
+        **MYSQL_OPTIONS,
     )
     op.create_table(
         "agents_messages",
@@ -59,6 +67,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_agents_messages")),
+        **MYSQL_OPTIONS,
     )
     op.create_index(
         "ix_agents_messages_conversation_id_id", "agents_messages", ["conversation_id", "id"]
@@ -95,6 +104,7 @@ def upgrade() -> None:
             ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_agents_blocks")),
+        **MYSQL_OPTIONS,
     )
     op.create_index("ix_agents_blocks_message_id_id", "agents_blocks", ["message_id", "id"])
     op.create_table(
@@ -112,6 +122,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("block_id", name=op.f("pk_agents_tool_calls")),
+        **MYSQL_OPTIONS,
     )
     op.create_index(
         op.f("ix_agents_tool_calls_tool_call_id"), "agents_tool_calls", ["tool_call_id"]
@@ -121,6 +132,7 @@ def upgrade() -> None:
         sa.Column("agent_name", NAME, nullable=False),
         sa.Column("last_ping_pong_time", sa.Double(), nullable=False),
         sa.PrimaryKeyConstraint("agent_name", name=op.f("pk_agents_heartbeats")),
+        **MYSQL_OPTIONS,
     )
     op.create_table(
         "agents_kv_entries",
@@ -129,6 +141,7 @@ def upgrade() -> None:
         sa.Column("value", JSON, nullable=False),
         sa.Column("created_at", TIMESTAMP, nullable=False),
         sa.PrimaryKeyConstraint("namespace", "key", name=op.f("pk_agents_kv_entries")),
+        **MYSQL_OPTIONS,
     )
     op.create_table(
         "agents_list_items",
@@ -138,6 +151,7 @@ def upgrade() -> None:
         sa.Column("value", JSON, nullable=False),
         sa.Column("created_at", TIMESTAMP, nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_agents_list_items")),
+        **MYSQL_OPTIONS,
     )
     op.create_index(
         "ix_agents_list_items_namespace_key_id", "agents_list_items", ["namespace", "key", "id"]
@@ -154,6 +168,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.Column("updated_at", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("user_id", "server_id", name=op.f("pk_agents_oauth_tokens")),
+        **MYSQL_OPTIONS,
     )
     op.create_table(
         "agents_oauth_clients",
@@ -166,20 +181,18 @@ def upgrade() -> None:
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.Column("updated_at", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("server_id", "redirect_uri", name=op.f("pk_agents_oauth_clients")),
+        **MYSQL_OPTIONS,
     )
 
 
 def downgrade() -> None:
+    # Indexes go with their tables (MySQL refuses to drop one a foreign key still uses).
     op.drop_table("agents_oauth_clients")
     op.drop_table("agents_oauth_tokens")
-    op.drop_index("ix_agents_list_items_namespace_key_id", table_name="agents_list_items")
     op.drop_table("agents_list_items")
     op.drop_table("agents_kv_entries")
     op.drop_table("agents_heartbeats")
-    op.drop_index(op.f("ix_agents_tool_calls_tool_call_id"), table_name="agents_tool_calls")
     op.drop_table("agents_tool_calls")
-    op.drop_index("ix_agents_blocks_message_id_id", table_name="agents_blocks")
     op.drop_table("agents_blocks")
-    op.drop_index("ix_agents_messages_conversation_id_id", table_name="agents_messages")
     op.drop_table("agents_messages")
     op.drop_table("agents_conversations")
