@@ -120,7 +120,7 @@ class ConversationMethods(UsesDatabase):
         is_user: bool = False,
         source_file_id: int | str | None = None,
     ) -> None:
-        check_text("text", text)
+        check_text("text", text, in_json=True)
         await self._append_block(
             message_id,
             block_type="user_text" if is_user else "text",
@@ -205,8 +205,8 @@ class ConversationMethods(UsesDatabase):
         estimated_cost_usd: float | None,
     ) -> None:
         usage = {
-            "model": check_text("model", model),
-            "version": check_text("version", version),
+            "model": check_text("model", model, in_json=True),
+            "version": check_text("version", version, in_json=True),
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
             "cache_creation_input_tokens": cache_creation_input_tokens,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import (
     AbstractAsyncContextManager,
@@ -11,7 +10,6 @@ from contextlib import (
     contextmanager,
     nullcontext,
 )
-from functools import partial
 from typing import Any
 
 from sqlalchemy import Insert
@@ -21,10 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from slack_agents_sa import dialects
 from slack_agents_sa.errors import ProviderClosedError
 from slack_agents_sa.settings import ProviderSettings
-
-#: JSON as the host writes it, minus what PostgreSQL or other readers would reject or
-#: read back differently: NaN and Infinity raise ValueError instead of being written.
-dump_json = partial(json.dumps, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+from slack_agents_sa.types import dump_json
 
 
 @contextmanager

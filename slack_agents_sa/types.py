@@ -2,24 +2,63 @@
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Double, Integer, String, Text
-from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-#: JSON documents: JSONB on PostgreSQL (indexable, compact), LONGTEXT-backed JSON on MySQL,
-#: TEXT-backed JSON on SQLite.
-PortableJSON: TypeEngine[Any] = JSON(none_as_null=True).with_variant(
-    postgresql.JSONB(none_as_null=True), "postgresql"
-)
+_dump_unicode = partial(json.dumps, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+_dump_ascii = partial(json.dumps, allow_nan=False, ensure_ascii=True, separators=(",", ":"))
+#: Lone surrogates: valid in a Python str, not encodable as UTF-8.
+SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def dump_json(value: Any) -> str:
+    """JSON text for the database; NaN and Infinity raise ValueError instead of being written.
+
+    Unicode is written as itself, except when a string holds a lone surrogate, which no
+    database can store as UTF-8: then the document is written with \\u escapes, which
+    every dialect keeps and reads back to the same string. NUL is always escaped by json.
+    """
+    text = _dump_unicode(value)
+    if not text.isascii() and SURROGATES.search(text):
+        return _dump_ascii(value)
+    return text
+
+
+_MYSQL_NAMES = ("mysql", "mariadb")
+
+
+class _JSONText(TypeDecorator[Any]):
+    """JSON kept as the exact text we wrote, in LONGTEXT (MySQL/MariaDB).
+
+    MySQL's native JSON type reorders object keys and turns integers beyond 64 bits
+    into doubles; text keeps every value as written, as SQLite and PostgreSQL's `json` do.
+    """
+
+    impl = mysql.LONGTEXT
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else dump_json(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+#: JSON documents, stored as the text we wrote on every dialect: `json` (not `jsonb`) on
+#: PostgreSQL, because jsonb reorders keys and reads 1e16 back as the int 10**16;
+#: TEXT-backed JSON on SQLite; LONGTEXT on MySQL/MariaDB (see `_JSONText`).
+PortableJSON: TypeEngine[Any] = JSON(none_as_null=True).with_variant(_JSONText(), *_MYSQL_NAMES)
 
 #: Table options on MySQL/MariaDB: utf8mb4 so any Unicode (emoji included) fits, whatever
 #: the server's default character set; a binary collation so text compares exactly.
 MYSQL_TABLE_OPTIONS: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
-
-_MYSQL_NAMES = ("mysql", "mariadb")
 
 
 class _Utf8Bytes(TypeDecorator[str]):

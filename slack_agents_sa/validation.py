@@ -4,13 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
+from slack_agents_sa.types import SURROGATES
 
-def check_text(name: str, value: Any, max_length: int | None = None) -> str:
-    """`value` as a str no longer than `max_length`, or TypeError/ValueError naming `name`."""
+
+def check_text(
+    name: str, value: Any, max_length: int | None = None, *, in_json: bool = False
+) -> str:
+    """`value` as a str no longer than `max_length`, or TypeError/ValueError naming `name`.
+
+    Strings bound for text columns must also be storable on every dialect: no NUL
+    (PostgreSQL's text cannot hold it) and no lone surrogates (not encodable as UTF-8).
+    Strings stored inside JSON (`in_json`) keep both, escaped (see `types.dump_json`).
+    """
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, got {type(value).__name__}")
     if max_length is not None and len(value) > max_length:
         raise ValueError(f"{name} is {len(value)} characters long; the limit is {max_length}")
+    if not in_json:
+        if "\x00" in value:
+            raise ValueError(
+                f"{name} contains a NUL character (\\x00), which PostgreSQL cannot store "
+                "in text; it is refused on every database"
+            )
+        if not value.isascii() and (match := SURROGATES.search(value)):
+            raise ValueError(
+                f"{name} contains a lone surrogate ({match.group()!a}), which is not "
+                "valid Unicode text"
+            )
     return value
 
 

@@ -27,7 +27,12 @@ ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 # Exact comparison on MySQL/MariaDB: UTF-8 bytes, 4 bytes a character at most.
 NAME = sa.String(length=255).with_variant(mysql.VARBINARY(1020), "mysql", "mariadb")
 KEY = sa.String(length=500).with_variant(mysql.VARBINARY(2000), "mysql", "mariadb")
-JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+# jsonb on PostgreSQL (0002 makes it json); JSON text in LONGTEXT on MySQL/MariaDB.
+JSON = (
+    sa.JSON(none_as_null=True)
+    .with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+    .with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+)
 LONG_TEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 # utf8mb4 whatever the server's default, binary collation for exact comparison.
 MYSQL_OPTIONS: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
