@@ -26,7 +26,7 @@ from slack_agents_sa import Provider
 from slack_agents_sa.models import metadata
 from tests.agent_turns import drive_conversation
 
-COMPILE_ONLY = [mssql.dialect(), oracle.dialect()]
+COMPILE_ONLY: list[Dialect] = [mssql.dialect(), oracle.dialect()]  # type: ignore[no-untyped-call]
 
 
 @pytest.mark.parametrize("dialect", COMPILE_ONLY, ids=lambda dialect: dialect.name)
