@@ -54,6 +54,9 @@ class Database:
             echo=settings.echo,
             pool_pre_ping=settings.pool_pre_ping,
             json_serializer=dump_json,
+            # Every checkout ends its own transaction (statement() autocommits, transaction()
+            # commits or rolls back), so the pool's extra ROLLBACK per return is a wasted trip.
+            pool_reset_on_return=None,
             **dialects.engine_options(settings.url, settings.pool_options()),
         )
         dialects.install_connection_hooks(self.engine)

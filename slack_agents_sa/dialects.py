@@ -9,10 +9,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Insert, event, func, text
+from sqlalchemy import ColumnElement, Insert, event, exists, func, text
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from slack_agents_sa.models import Base
@@ -200,6 +201,30 @@ async def upsert_returning_id(
         return int(result.lastrowid)
     result = await conn.execute(stmt.returning(model.__table__.c.id))
     return int(result.scalar_one())
+
+
+def json_field_is_text(
+    dialect_name: str,
+    document: ColumnElement[Any] | InstrumentedAttribute[Any],
+    field: str,
+    value: str,
+) -> ColumnElement[bool] | None:
+    """SQL true when the JSON object `document` may have top-level `field` equal to the
+    string `value`; None where the dialect has no safe way to say it.
+
+    A pre-filter only (callers still compare in Python): it lets the database skip rows
+    without decoding them. `field` is a bound parameter compared as data, never put into
+    a JSON path, so no field name can reach another field.
+    """
+    family = backend(dialect_name)
+    if family == "postgresql":
+        return func.json_extract_path_text(document, field) == value
+    if family == "sqlite":
+        members = func.json_each(document).table_valued("key", "value", "type")
+        return exists().where(
+            members.c.key == field, members.c.type == "text", members.c.value == value
+        )
+    return None
 
 
 async def take_migration_lock(conn: AsyncConnection) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, insert, null, select, union_all
+from sqlalchemy import ColumnElement, delete, insert, null, select, union_all
+from sqlalchemy.orm import InstrumentedAttribute
 
 from slack_agents_sa import dialects
 from slack_agents_sa.database import UsesDatabase
@@ -80,16 +81,19 @@ class KeyValueMethods(UsesDatabase):
     async def query(self, namespace: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
         """Appended items in insertion order, then `set` values by key, that equal `filters`.
 
-        Filter names never reach SQL: rows are narrowed by namespace in SQL and
-        compared in Python, which is what makes the result identical on every dialect.
+        Rows are narrowed in SQL by namespace and, where the dialect allows, by string-valued
+        filters (field names bound as data); the equality that decides is Python's, on the
+        decoded values, which is what makes the result identical on every dialect.
         """
         check_text("namespace", namespace, NAME_LENGTH)
         check_dict("filters", filters)
+        # An appended item's "id" is its row id, not a stored field: never pre-filter on it.
+        item_filters = {name: value for name, value in filters.items() if name != "id"}
         items = select(ListItem.id, ListItem.key, ListItem.value).where(
-            ListItem.namespace == namespace
+            ListItem.namespace == namespace, *self._prefilter(ListItem.value, item_filters)
         )
         entries = select(null().label("id"), KeyValueEntry.key, KeyValueEntry.value).where(
-            KeyValueEntry.namespace == namespace
+            KeyValueEntry.namespace == namespace, *self._prefilter(KeyValueEntry.value, filters)
         )
         stmt = union_all(items, entries)
         async with self.db.statement() as conn:
@@ -99,6 +103,19 @@ class KeyValueMethods(UsesDatabase):
         results = [_with_id(row.id, row.value) for row in appended]
         results += [row.value for row in stored]
         return [value for value in results if _matches(value, filters)]
+
+    def _prefilter(
+        self, document: ColumnElement[Any] | InstrumentedAttribute[Any], filters: dict[str, Any]
+    ) -> list[ColumnElement[bool]]:
+        conditions = []
+        for name, wanted in filters.items():
+            if isinstance(name, str) and isinstance(wanted, str):
+                condition = dialects.json_field_is_text(
+                    self.db.dialect_name, document, name, wanted
+                )
+                if condition is not None:
+                    conditions.append(condition)
+        return conditions
 
 
 __all__ = ["KeyValueMethods"]

@@ -1,0 +1,232 @@
+"""How the cost of the hot calls grows with the data around them.
+
+    .venv/bin/python -m benchmarks.scaling [--backend sqlite|postgresql|all] [--max-blocks N]
+
+- `get_message_blocks` against the conversation's own length (10 → 1,000 messages);
+- `get_tool_call`, `get_or_create_conversation` (an existing thread) and `get_message_blocks`
+  of one 100-message conversation against table size (10k → 1M blocks and tool calls,
+  1k → 100k conversations);
+- `query` against namespace size (1k → 100k entries, 1 in 100 matching).
+
+Filler rows are written in bulk with plain SQL (this script's only dialect-specific code);
+the calls measured go through the provider. Each figure is the median of many calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from slack_agents_sa import Provider
+from slack_agents_sa.settings import normalize_url
+from tests.databases import POSTGRES_ENV, create_scratch_database, drop_scratch_database
+
+#: Offset of filler ids, far above anything the measured calls create.
+FILL_BASE = 10_000_000
+
+_SERIES = {
+    "postgresql": "generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS g(x)",
+    "sqlite": "(WITH RECURSIVE s(x) AS (SELECT :first UNION ALL SELECT x + 1 FROM s "
+    "WHERE x < :last) SELECT x FROM s) AS g",
+}
+_NOW = {"postgresql": "now()", "sqlite": "strftime('%Y-%m-%d %H:%M:%f', 'now')"}
+_TRUE = {"postgresql": "true", "sqlite": "1"}
+_JSON = {"postgresql": "::json", "sqlite": ""}
+
+
+async def _median_us(call: Callable[[int], Awaitable[Any]], times: int) -> float:
+    await call(0)
+    samples = []
+    for index in range(times):
+        started = time.perf_counter()
+        await call(index)
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples) * 1e6
+
+
+async def _sql(storage: Provider, statement: str, **params: int) -> None:
+    dialect = storage.db.dialect_name
+    statement = statement.format(
+        series=_SERIES[dialect], now=_NOW[dialect], true=_TRUE[dialect], json=_JSON[dialect]
+    )
+    async with storage.db.transaction() as conn:
+        await conn.execute(text(statement), params)
+
+
+async def fill_blocks(storage: Provider, first: int, last: int) -> None:
+    """Blocks (tool calls) first..last, ten to a message, one message to a conversation."""
+    lo, hi = first // 10, (last - 1) // 10
+    await _sql(
+        storage,
+        "INSERT INTO agents_conversations (id, agent_name, channel_id, thread_id, created_at) "
+        f"SELECT {FILL_BASE} + x, 'filler', 'C', 't' || x, {{now}} FROM {{series}}",
+        first=lo,
+        last=hi,
+    )
+    await _sql(
+        storage,
+        "INSERT INTO agents_messages (id, conversation_id, user_id, user_name, user_handle, "
+        f"created_at) SELECT {FILL_BASE} + x, {FILL_BASE} + x, 'U', 'n', 'h', {{now}} "
+        "FROM {series}",
+        first=lo,
+        last=hi,
+    )
+    await _sql(
+        storage,
+        "INSERT INTO agents_blocks (id, message_id, block_type, in_history, created_at) "
+        f"SELECT {FILL_BASE} + x, {FILL_BASE} + x / 10, 'tool_use', {{true}}, {{now}} "
+        "FROM {series}",
+        first=first,
+        last=last - 1,
+    )
+    await _sql(
+        storage,
+        "INSERT INTO agents_tool_calls (block_id, tool_call_id, tool_name, tool_input, "
+        f"tool_output, is_error) SELECT {FILL_BASE} + x, 'fill_' || x, 't', "
+        "'{{\"q\": 1}}'{json}, 'out', {true} FROM {series}",
+        first=first,
+        last=last - 1,
+    )
+
+
+async def fill_namespace(storage: Provider, namespace: str, first: int, last: int) -> None:
+    await _sql(
+        storage,
+        "INSERT INTO agents_kv_entries (namespace, key, value, created_at) "
+        f"SELECT '{namespace}', 'task-' || x, ('{{{{\"task_id\": ' || x || ', \"state\": \"' "
+        "|| CASE WHEN x % 100 = 0 THEN 'working' ELSE 'completed' END || '\"}}'){json}, "
+        "{now} FROM {series}",
+        first=first,
+        last=last - 1,
+    )
+
+
+def _history_of(storage: Provider, conversation_id: int) -> Callable[[int], Awaitable[Any]]:
+    async def call(_: int) -> Any:
+        return await storage.get_message_blocks(conversation_id)
+
+    return call
+
+
+async def conversation_of(storage: Provider, thread: str, messages: int) -> int:
+    conversation_id = await storage.get_or_create_conversation("bench", "C1", thread, "ops")
+    for turn in range(messages):
+        message_id = await storage.create_message(conversation_id, "U1", "Ann", "ann")
+        await storage.append_text_block(message_id, f"question {turn}", is_user=True)
+        await storage.append_text_block(message_id, "answer " * 20)
+        await storage.append_tool_block(
+            message_id,
+            tool_call_id=f"{thread}-{turn}",
+            tool_name="lookup",
+            tool_input={"q": turn},
+            tool_output="result",
+            is_error=False,
+        )
+    return conversation_id
+
+
+async def run(storage: Provider, label: str, max_blocks: int) -> list[str]:
+    lines = [f"### {label}", ""]
+
+    lines += ["| messages in the conversation | get_message_blocks (µs) |", "|---:|---:|"]
+    for length in (10, 100, 1000):
+        conversation_id = await conversation_of(storage, f"len-{length}", length)
+        cost = await _median_us(_history_of(storage, conversation_id), 30)
+        lines.append(f"| {length:,} | {cost:,.0f} |")
+
+    probe = await conversation_of(storage, "probe", 100)
+    lines += [
+        "",
+        "| blocks (tool calls) | conversations | get_tool_call (µs) | "
+        "get_or_create_conversation, existing (µs) | get_message_blocks, 100 messages (µs) |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    filled = 0
+    size = 10_000
+    while size <= max_blocks:
+        await fill_blocks(storage, filled, size)
+        filled = size
+        if storage.db.dialect_name == "postgresql":
+            async with storage.db.statement() as conn:
+                await conn.execute(text("ANALYZE"))
+        span = size
+
+        async def lookup(index: int, span: int = span) -> None:
+            assert await storage.get_tool_call(f"fill_{(index * 7919) % span}")
+
+        async def existing(index: int, span: int = span) -> None:
+            await storage.get_or_create_conversation(
+                "filler", "C", f"t{(index * 7919) % (span // 10)}", None
+            )
+
+        tool_call = await _median_us(lookup, 300)
+        get_or_create = await _median_us(existing, 300)
+        history = await _median_us(lambda _: storage.get_message_blocks(probe), 30)
+        lines.append(
+            f"| {size:,} | {size // 10:,} | {tool_call:,.0f} | {get_or_create:,.0f} | "
+            f"{history:,.0f} |"
+        )
+        size *= 10
+
+    lines += [
+        "",
+        "| entries in the namespace | matching | query (µs) |",
+        "|---:|---:|---:|",
+    ]
+    filled = 0
+    for size in (1_000, 10_000, 100_000):
+        await fill_namespace(storage, "scale", filled, size)
+        filled = size
+        cost = await _median_us(lambda _: storage.query("scale", {"state": "working"}), 10)
+        lines.append(f"| {size:,} | {size // 100:,} | {cost:,.0f} |")
+    return lines
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "all"], default="all")
+    parser.add_argument("--max-blocks", type=int, default=1_000_000)
+    args = parser.parse_args()
+    output: list[str] = []
+    if args.backend in ("sqlite", "all"):
+        print("SQLite (file) ...", file=sys.stderr)
+        with tempfile.TemporaryDirectory(prefix="sa-scale-") as folder:
+            storage = Provider(url=f"sqlite:///{Path(folder) / 'scale.db'}")
+            await storage.initialize()
+            try:
+                output += await run(storage, "SQLite (file)", args.max_blocks) + [""]
+            finally:
+                await storage.close()
+    if args.backend in ("postgresql", "all"):
+        server_url = os.environ.get(POSTGRES_ENV)
+        if not server_url:
+            print(f"error: set {POSTGRES_ENV} to measure PostgreSQL", file=sys.stderr)
+            return 2
+        print("PostgreSQL ...", file=sys.stderr)
+        server = normalize_url(server_url)
+        url = await create_scratch_database(server)
+        try:
+            storage = Provider(url=url.render_as_string(hide_password=False))
+            await storage.initialize()
+            try:
+                output += await run(storage, "PostgreSQL", args.max_blocks)
+            finally:
+                await storage.close()
+        finally:
+            await drop_scratch_database(server, url)
+    print("\n".join(output))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
