@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy import BindParameter, ColumnElement, Select, select
 from sqlalchemy.orm import QueryableAttribute
 
 from slack_agents_sa.models import Block, Message, ToolCall
@@ -25,7 +25,7 @@ _CONTENT_COLUMNS = (
 
 
 def blocks_of_conversation(
-    conversation_id: int, *extra: ColumnElement[Any] | QueryableAttribute[Any]
+    conversation_id: int | BindParameter[Any], *extra: ColumnElement[Any] | QueryableAttribute[Any]
 ) -> Select[Any]:
     """Every message of a conversation with its blocks, one row per block, in order.
 

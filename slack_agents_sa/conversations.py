@@ -5,13 +5,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from slack_agents_sa import dialects
 from slack_agents_sa.blocks import TOOL_USE, block_content, blocks_of_conversation
 from slack_agents_sa.database import UsesDatabase, insert_returning_id
-from slack_agents_sa.models import NAME_LENGTH, Block, Conversation, Heartbeat, Message, ToolCall
+from slack_agents_sa.models import (
+    NAME_LENGTH,
+    Block,
+    Conversation,
+    Heartbeat,
+    Message,
+    ToolCall,
+    table_of,
+)
 from slack_agents_sa.validation import (
     check_dict,
     check_optional_text,
@@ -21,6 +29,38 @@ from slack_agents_sa.validation import (
 )
 
 _CONVERSATION_KEYS = ("agent_name", "channel_id", "thread_id")
+_conversations = table_of(Conversation)
+_messages = table_of(Message)
+_blocks = table_of(Block)
+_tool_calls = table_of(ToolCall)
+_heartbeats = table_of(Heartbeat)
+# Built once: on hot paths, building a statement costs more than running it.
+_HAS_CONVERSATION = select(_conversations.c.id).where(
+    *(_conversations.c[name] == bindparam(name) for name in _CONVERSATION_KEYS)
+)
+_INSERT_MESSAGE = insert(_messages)
+_INSERT_BLOCK = insert(_blocks)
+_INSERT_TOOL_CALL = insert(_tool_calls)
+_GET_TOOL_CALL = (
+    select(
+        _tool_calls.c.tool_name,
+        _tool_calls.c.tool_input,
+        _tool_calls.c.tool_output,
+        _tool_calls.c.is_error,
+    )
+    .where(_tool_calls.c.tool_call_id == bindparam("tool_call_id"))
+    .order_by(_tool_calls.c.block_id)
+    .limit(1)
+)
+_HISTORY = blocks_of_conversation(bindparam("conversation_id"), Block.in_history)
+_GET_HEARTBEAT = select(_heartbeats.c.last_ping_pong_time).where(
+    _heartbeats.c.agent_name == bindparam("agent_name")
+)
+_HEARTBEAT_SHAPE = (
+    ("agent_name", "last_ping_pong_time"),
+    ("agent_name",),
+    ("last_ping_pong_time",),
+)
 
 
 def _check_thread(agent_name: Any, channel_id: Any, thread_id: Any) -> None:
@@ -62,13 +102,9 @@ class ConversationMethods(UsesDatabase):
 
     async def has_conversation(self, agent_name: str, channel_id: str, thread_id: str) -> bool:
         _check_thread(agent_name, channel_id, thread_id)
-        stmt = select(Conversation.id).where(
-            Conversation.agent_name == agent_name,
-            Conversation.channel_id == channel_id,
-            Conversation.thread_id == thread_id,
-        )
+        thread = {"agent_name": agent_name, "channel_id": channel_id, "thread_id": thread_id}
         async with self.db.statement() as conn:
-            return (await conn.execute(stmt)).first() is not None
+            return (await conn.execute(_HAS_CONVERSATION, thread)).first() is not None
 
     async def create_message(
         self,
@@ -81,11 +117,14 @@ class ConversationMethods(UsesDatabase):
         check_text("user_id", user_id, NAME_LENGTH)
         check_text("user_name", user_name, NAME_LENGTH)
         check_text("user_handle", user_handle, NAME_LENGTH)
-        stmt = insert(Message).values(
-            conversation_id=conv_id, user_id=user_id, user_name=user_name, user_handle=user_handle
-        )
+        values = {
+            "conversation_id": conv_id,
+            "user_id": user_id,
+            "user_name": user_name,
+            "user_handle": user_handle,
+        }
         try:
-            return await self.db.insert_returning_id(stmt)
+            return await self.db.insert_returning_id(_INSERT_MESSAGE, values)
         except IntegrityError as error:
             raise _missing_parent("conversation_id", conv_id, error) from None
 
@@ -97,9 +136,8 @@ class ConversationMethods(UsesDatabase):
         Usage blocks and uploaded non-image files are left out (`Block.in_history`).
         """
         conv_id = to_id("conversation_id", conversation_id)
-        stmt = blocks_of_conversation(conv_id, Block.in_history)
         async with self.db.statement() as conn:
-            rows = (await conn.execute(stmt)).all()
+            rows = (await conn.execute(_HISTORY, {"conversation_id": conv_id})).all()
         history: list[tuple[int | str, list[dict[str, Any]]]] = []
         current_id: int | None = None
         blocks: list[dict[str, Any]] = []
@@ -173,19 +211,20 @@ class ConversationMethods(UsesDatabase):
         check_text("tool_name", tool_name, NAME_LENGTH)
         check_dict("tool_input", tool_input)
         check_text("tool_output", tool_output)
-        block = insert(Block).values(message_id=msg_id, block_type=TOOL_USE, in_history=True)
+        block = {"message_id": msg_id, "block_type": TOOL_USE, "in_history": True}
         try:
             async with self.db.transaction() as conn:
-                block_id = await insert_returning_id(conn, block)
+                block_id = await insert_returning_id(conn, _INSERT_BLOCK, block)
                 await conn.execute(
-                    insert(ToolCall).values(
-                        block_id=block_id,
-                        tool_call_id=tool_call_id,
-                        tool_name=tool_name,
-                        tool_input=tool_input,
-                        tool_output=tool_output,
-                        is_error=bool(is_error),
-                    )
+                    _INSERT_TOOL_CALL,
+                    {
+                        "block_id": block_id,
+                        "tool_call_id": tool_call_id,
+                        "tool_name": tool_name,
+                        "tool_input": tool_input,
+                        "tool_output": tool_output,
+                        "is_error": bool(is_error),
+                    },
                 )
         except IntegrityError as error:
             raise _missing_parent("message_id", msg_id, error) from None
@@ -218,14 +257,8 @@ class ConversationMethods(UsesDatabase):
 
     async def get_tool_call(self, tool_call_id: str) -> dict[str, Any] | None:
         check_text("tool_call_id", tool_call_id, NAME_LENGTH)
-        stmt = (
-            select(ToolCall.tool_name, ToolCall.tool_input, ToolCall.tool_output, ToolCall.is_error)
-            .where(ToolCall.tool_call_id == tool_call_id)
-            .order_by(ToolCall.block_id)
-            .limit(1)
-        )
         async with self.db.statement() as conn:
-            row = (await conn.execute(stmt)).first()
+            row = (await conn.execute(_GET_TOOL_CALL, {"tool_call_id": tool_call_id})).first()
         if row is None:
             return None
         return {
@@ -243,28 +276,23 @@ class ConversationMethods(UsesDatabase):
             raise TypeError(
                 f"last_ping_pong_time must be a float, got {type(last_ping_pong_time).__name__}"
             )
-        stmt = dialects.upsert(
-            self.db.dialect_name,
-            Heartbeat,
-            {"agent_name": agent_name, "last_ping_pong_time": float(last_ping_pong_time)},
-            keys=("agent_name",),
-            update=("last_ping_pong_time",),
-        )
+        stmt = dialects.upsert(self.db.dialect_name, Heartbeat, *_HEARTBEAT_SHAPE)
+        values = {"agent_name": agent_name, "last_ping_pong_time": float(last_ping_pong_time)}
         async with self.db.statement() as conn:
-            await conn.execute(stmt)
+            await conn.execute(stmt, values)
 
     async def get_heartbeat(self, agent_name: str) -> dict[str, Any] | None:
         check_text("agent_name", agent_name, NAME_LENGTH)
-        stmt = select(Heartbeat.last_ping_pong_time).where(Heartbeat.agent_name == agent_name)
         async with self.db.statement() as conn:
-            value = (await conn.execute(stmt)).scalar_one_or_none()
+            result = await conn.execute(_GET_HEARTBEAT, {"agent_name": agent_name})
+            value = result.scalar_one_or_none()
         return None if value is None else {"last_ping_pong_time": float(value)}
 
     async def _append_block(self, message_id: int | str, **values: Any) -> int:
         msg_id = to_id("message_id", message_id)
         try:
             return await self.db.insert_returning_id(
-                insert(Block).values(message_id=msg_id, **values)
+                _INSERT_BLOCK, {"message_id": msg_id, **values}
             )
         except IntegrityError as error:
             raise _missing_parent("message_id (or a linked block id)", msg_id, error) from None

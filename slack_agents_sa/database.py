@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from contextlib import (
-    AbstractAsyncContextManager,
-    asynccontextmanager,
-    contextmanager,
-    nullcontext,
-)
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from sqlalchemy import Insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -36,12 +32,37 @@ def _plain_value_errors() -> Iterator[None]:
         raise
 
 
-async def insert_returning_id(conn: AsyncConnection, stmt: Insert) -> int:
-    """Run a single-row INSERT on `conn` and return the new row's primary key."""
-    key = (await conn.execute(stmt)).inserted_primary_key
+async def insert_returning_id(
+    conn: AsyncConnection, stmt: Insert, values: dict[str, Any] | None = None
+) -> int:
+    """Run a single-row INSERT (of `values`, if given) on `conn`; return the new row's key."""
+    key = (await conn.execute(stmt, values)).inserted_primary_key
     if key is None:  # pragma: no cover - every dialect we support reports it
         raise RuntimeError(f"{conn.dialect.name} did not report the inserted row's id")
     return int(key[0])
+
+
+@asynccontextmanager
+async def _sqlite_transaction(conn: AsyncConnection) -> AsyncIterator[AsyncConnection]:
+    """BEGIN IMMEDIATE ... COMMIT on SQLite's shared autocommit connection, ROLLBACK on error.
+
+    The connection is in autocommit mode (the sqlite3 module manages no transactions), so
+    these statements are the transaction. IMMEDIATE takes the write lock up front.
+    """
+    if await conn.run_sync(_in_sqlite_transaction):
+        # A call cancelled mid-ROLLBACK left one open: end it before starting anew.
+        await conn.exec_driver_sql("ROLLBACK")
+    await conn.exec_driver_sql("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        await conn.exec_driver_sql("ROLLBACK")
+        raise
+    await conn.exec_driver_sql("COMMIT")
+
+
+def _in_sqlite_transaction(conn: Connection) -> bool:
+    return bool(conn.connection.driver_connection.in_transaction)  # type: ignore[union-attr]
 
 
 class Database:
@@ -64,33 +85,54 @@ class Database:
         self._autocommit_engine = self.engine.execution_options(
             **dialects.autocommit_options(self.dialect_name)
         )
-        # In-memory SQLite is one shared connection: interleaved transactions would mix,
-        # so calls take turns.
-        self._turns: asyncio.Lock | None = asyncio.Lock() if settings.is_memory_sqlite else None
+        # SQLite: every call of this provider uses one connection, taking turns (see `open`).
+        self._shared: AsyncConnection | None = None
+        self._turns = asyncio.Lock()
 
-    def _turn(self) -> AbstractAsyncContextManager[Any]:
-        return self._turns if self._turns is not None else nullcontext()
+    async def open(self) -> None:
+        """Get ready for calls (after migrations).
+
+        SQLite writes one at a time whatever the number of connections, so one connection
+        serves all calls of a provider: callers queue here (woken as soon as it is free)
+        rather than in SQLite's busy handler, which sleeps and retries, and no call pays
+        for a pool checkout. Other processes still queue on the file lock (busy_timeout).
+        """
+        if self.dialect_name == "sqlite" and self._shared is None:
+            self._shared = await self._autocommit_engine.connect()
 
     @asynccontextmanager
     async def statement(self) -> AsyncIterator[AsyncConnection]:
         """A connection for exactly one statement, which commits by itself (no BEGIN round trip)."""
-        async with self._turn(), self._autocommit_engine.connect() as conn:
+        if self._shared is not None:
+            async with self._turns:
+                with _plain_value_errors():
+                    yield self._shared
+            return
+        async with self._autocommit_engine.connect() as conn:
             with _plain_value_errors():
                 yield conn
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A connection in a transaction that commits on success and rolls back on error."""
-        async with self._turn(), self.engine.begin() as conn:
+        if self._shared is not None:
+            async with self._turns, _sqlite_transaction(self._shared) as conn:
+                with _plain_value_errors():
+                    yield conn
+            return
+        async with self.engine.begin() as conn:
             with _plain_value_errors():
                 yield conn
 
-    async def insert_returning_id(self, stmt: Insert) -> int:
+    async def insert_returning_id(self, stmt: Insert, values: dict[str, Any] | None = None) -> int:
         """Run a single-row INSERT on its own and return the new row's primary key."""
         async with self.statement() as conn:
-            return await insert_returning_id(conn, stmt)
+            return await insert_returning_id(conn, stmt, values)
 
     async def dispose(self) -> None:
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            await shared.close()
         await self.engine.dispose()
 
 

@@ -6,17 +6,17 @@ Everything else builds portable statements and asks here for what differs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Insert, event, exists, func, text
+from sqlalchemy import ColumnElement, Insert, bindparam, event, exists, func, text
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from slack_agents_sa.models import Base
+from slack_agents_sa.models import Base, table_of
 
 #: SQLite: how long a writer waits for another's lock before "database is locked" (ms).
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -159,31 +159,41 @@ def autocommit_options(dialect_name: str) -> dict[str, Any]:
     return {"isolation_level": "AUTOCOMMIT"}
 
 
+@cache
 def upsert(
     dialect_name: str,
     model: type[Base],
-    values: dict[str, Any],
-    keys: Sequence[str],
-    update: Sequence[str],
+    columns: tuple[str, ...],
+    keys: tuple[str, ...],
+    update: tuple[str, ...],
+    returning_id: bool = False,
 ) -> Insert:
-    """INSERT `values`, or when a row with the same `keys` exists, UPDATE its `update` columns
-    to the new values (an empty `update` leaves the row as it is but still touches it)."""
+    """INSERT the `columns` (bound by name at execution), or when a row with the same `keys`
+    exists, UPDATE its `update` columns to the new values (an empty `update` leaves the
+    row as it is but still touches it). With `returning_id`, the statement returns the
+    row's `id` where the dialect can (see `upsert_returning_id`).
+
+    Built once per shape and reused: statement construction and cache-key generation
+    would otherwise cost more than the round trip on a hot path.
+    """
+    table = table_of(model)
+    values = {name: bindparam(name, type_=table.c[name].type) for name in columns}
     family = backend(dialect_name)
     if family in ("postgresql", "sqlite"):
-        stmt = (postgresql.insert if family == "postgresql" else sqlite.insert)(model)
+        stmt = (postgresql.insert if family == "postgresql" else sqlite.insert)(table)
         stmt = stmt.values(values)
         set_ = {name: stmt.excluded[name] for name in update}
         # A no-op update rather than DO NOTHING, so RETURNING reports an existing row too.
         set_ = set_ or {keys[0]: stmt.excluded[keys[0]]}
-        return stmt.on_conflict_do_update(index_elements=list(keys), set_=set_)
+        upserted = stmt.on_conflict_do_update(index_elements=list(keys), set_=set_)
+        return upserted.returning(table.c.id) if returning_id else upserted
     if family == "mysql":
-        my_stmt = mysql.insert(model).values(values)
+        my_stmt = mysql.insert(table).values(values)
         my_set: dict[str, Any] = {name: my_stmt.inserted[name] for name in update}
-        columns = model.__table__.c
-        if "id" in columns:
+        if "id" in table.c:
             # LAST_INSERT_ID(id) makes the driver's lastrowid the existing row's id.
-            my_set["id"] = func.last_insert_id(columns.id)
-        return my_stmt.on_duplicate_key_update(my_set or {keys[0]: columns[keys[0]]})
+            my_set["id"] = func.last_insert_id(table.c.id)
+        return my_stmt.on_duplicate_key_update(my_set or {keys[0]: table.c[keys[0]]})
     raise NotImplementedError(f"no upsert for dialect {dialect_name!r}")
 
 
@@ -191,15 +201,14 @@ async def upsert_returning_id(
     conn: AsyncConnection,
     model: type[Base],
     values: dict[str, Any],
-    keys: Sequence[str],
-    update: Sequence[str],
+    keys: tuple[str, ...],
+    update: tuple[str, ...],
 ) -> int:
-    """`upsert`, returning the inserted or existing row's `id` in the same round trip."""
-    stmt = upsert(conn.dialect.name, model, values, keys, update)
+    """`upsert` `values`, returning the inserted or existing row's `id` in the same round trip."""
+    stmt = upsert(conn.dialect.name, model, tuple(values), keys, update, returning_id=True)
+    result = await conn.execute(stmt, values)
     if backend(conn.dialect.name) == "mysql":
-        result = await conn.execute(stmt)
         return int(result.lastrowid)
-    result = await conn.execute(stmt.returning(model.__table__.c.id))
     return int(result.scalar_one())
 
 

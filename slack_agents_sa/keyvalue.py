@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, insert, null, select, union_all
+from sqlalchemy import ColumnElement, bindparam, delete, insert, null, select, union_all
 from sqlalchemy.orm import InstrumentedAttribute
 
 from slack_agents_sa import dialects
 from slack_agents_sa.database import UsesDatabase
-from slack_agents_sa.models import KEY_LENGTH, NAME_LENGTH, KeyValueEntry, ListItem
+from slack_agents_sa.models import KEY_LENGTH, NAME_LENGTH, KeyValueEntry, ListItem, table_of
 from slack_agents_sa.validation import check_dict, check_text
 
 
@@ -28,54 +28,50 @@ def _matches(value: dict[str, Any], filters: dict[str, Any]) -> bool:
     return all(value.get(name) == wanted for name, wanted in filters.items())
 
 
+_entries = table_of(KeyValueEntry)
+_items = table_of(ListItem)
+_ENTRY = (_entries.c.namespace == bindparam("namespace")) & (_entries.c.key == bindparam("key"))
+_LIST = (_items.c.namespace == bindparam("namespace")) & (_items.c.key == bindparam("key"))
+# Built once: on hot paths, building a statement costs more than running it.
+_GET = select(_entries.c.value).where(_ENTRY)
+_DELETE = delete(_entries).where(_ENTRY)
+_APPEND = insert(_items)
+_GET_LIST = select(_items.c.id, _items.c.value).where(_LIST).order_by(_items.c.id)
+_SET_SHAPE = (("namespace", "key", "value"), ("namespace", "key"), ("value",))
+
+
 class KeyValueMethods(UsesDatabase):
     """get / set / delete / append / get_list / query."""
 
     async def get(self, namespace: str, key: str) -> dict[str, Any] | None:
         _check_address(namespace, key)
-        stmt = select(KeyValueEntry.value).where(
-            KeyValueEntry.namespace == namespace, KeyValueEntry.key == key
-        )
         async with self.db.statement() as conn:
-            value: dict[str, Any] | None = (await conn.execute(stmt)).scalar_one_or_none()
+            result = await conn.execute(_GET, {"namespace": namespace, "key": key})
+            value: dict[str, Any] | None = result.scalar_one_or_none()
         return value
 
     async def set(self, namespace: str, key: str, value: dict[str, Any]) -> None:
         _check_address(namespace, key)
         check_dict("value", value)
-        stmt = dialects.upsert(
-            self.db.dialect_name,
-            KeyValueEntry,
-            {"namespace": namespace, "key": key, "value": value},
-            keys=("namespace", "key"),
-            update=("value",),
-        )
+        stmt = dialects.upsert(self.db.dialect_name, KeyValueEntry, *_SET_SHAPE)
         async with self.db.statement() as conn:
-            await conn.execute(stmt)
+            await conn.execute(stmt, {"namespace": namespace, "key": key, "value": value})
 
     async def delete(self, namespace: str, key: str) -> None:
         _check_address(namespace, key)
-        stmt = delete(KeyValueEntry).where(
-            KeyValueEntry.namespace == namespace, KeyValueEntry.key == key
-        )
         async with self.db.statement() as conn:
-            await conn.execute(stmt)
+            await conn.execute(_DELETE, {"namespace": namespace, "key": key})
 
     async def append(self, namespace: str, key: str, item: dict[str, Any]) -> str:
         _check_address(namespace, key)
         check_dict("item", item)
-        stmt = insert(ListItem).values(namespace=namespace, key=key, value=item)
-        return str(await self.db.insert_returning_id(stmt))
+        values = {"namespace": namespace, "key": key, "value": item}
+        return str(await self.db.insert_returning_id(_APPEND, values))
 
     async def get_list(self, namespace: str, key: str) -> list[dict[str, Any]]:
         _check_address(namespace, key)
-        stmt = (
-            select(ListItem.id, ListItem.value)
-            .where(ListItem.namespace == namespace, ListItem.key == key)
-            .order_by(ListItem.id)
-        )
         async with self.db.statement() as conn:
-            rows = (await conn.execute(stmt)).all()
+            rows = (await conn.execute(_GET_LIST, {"namespace": namespace, "key": key})).all()
         return [_with_id(item_id, value) for item_id, value in rows]
 
     async def query(self, namespace: str, filters: dict[str, Any]) -> list[dict[str, Any]]:

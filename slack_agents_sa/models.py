@@ -16,6 +16,7 @@ from sqlalchemy import (
     Index,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -242,3 +243,10 @@ class OAuthClient(Base):
     authorization_server: Mapped[str] = mapped_column(Text)
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's Core table, for statements on hot paths that skip the ORM layer."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table

@@ -52,15 +52,12 @@ class OAuthMethods(UsesDatabase):
         check_text("user_id", user_id, NAME_LENGTH)
         check_text("server_id", server_id, NAME_LENGTH)
         values = _check_row("row", row, OAuthTokenRow)
+        values = {"user_id": user_id, "server_id": server_id, **values}
         stmt = dialects.upsert(
-            self.db.dialect_name,
-            OAuthToken,
-            {"user_id": user_id, "server_id": server_id, **values},
-            keys=("user_id", "server_id"),
-            update=_TOKEN_UPDATE,
+            self.db.dialect_name, OAuthToken, tuple(values), ("user_id", "server_id"), _TOKEN_UPDATE
         )
         async with self.db.statement() as conn:
-            await conn.execute(stmt)
+            await conn.execute(stmt, values)
 
     async def delete_oauth_token(self, user_id: str, server_id: str) -> None:
         check_text("user_id", user_id, NAME_LENGTH)
@@ -88,15 +85,13 @@ class OAuthMethods(UsesDatabase):
         check_text("server_id", server_id, NAME_LENGTH)
         check_text("redirect_uri", redirect_uri, KEY_LENGTH)
         values = _check_row("row", row, OAuthClientRow)
+        values = {"server_id": server_id, "redirect_uri": redirect_uri, **values}
+        keys = ("server_id", "redirect_uri")
         stmt = dialects.upsert(
-            self.db.dialect_name,
-            OAuthClient,
-            {"server_id": server_id, "redirect_uri": redirect_uri, **values},
-            keys=("server_id", "redirect_uri"),
-            update=_CLIENT_UPDATE,
+            self.db.dialect_name, OAuthClient, tuple(values), keys, _CLIENT_UPDATE
         )
         async with self.db.statement() as conn:
-            await conn.execute(stmt)
+            await conn.execute(stmt, values)
 
     async def delete_oauth_client(self, server_id: str, redirect_uri: str) -> None:
         check_text("server_id", server_id, NAME_LENGTH)

@@ -51,6 +51,7 @@ class Provider(
                 await migrate.upgrade_to_head(database.engine)
             else:
                 await migrate.require_head(database.engine)
+            await database.open()
         except BaseException:
             await database.dispose()
             raise
