@@ -20,6 +20,7 @@ from slack_agents_sa.models import (
     ToolCall,
     table_of,
 )
+from slack_agents_sa.types import utcnow
 from slack_agents_sa.validation import (
     check_dict,
     check_optional_text,
@@ -51,6 +52,32 @@ _GET_TOOL_CALL = (
     .where(_tool_calls.c.tool_call_id == bindparam("tool_call_id"))
     .order_by(_tool_calls.c.block_id)
     .limit(1)
+)
+_new_block = (
+    insert(_blocks)
+    .values(
+        message_id=bindparam("message_id"),
+        block_type=TOOL_USE,
+        in_history=True,
+        created_at=bindparam("created_at", type_=_blocks.c.created_at.type),
+    )
+    .returning(_blocks.c.id)
+    .cte("new_block")
+)
+#: A tool block and its ToolCall row in one statement, where INSERTs may be CTEs.
+_INSERT_TOOL_BLOCK_AND_CALL = (
+    insert(_tool_calls)
+    .from_select(
+        ["block_id", "tool_call_id", "tool_name", "tool_input", "tool_output", "is_error"],
+        select(
+            _new_block.c.id,
+            *(
+                bindparam(name, type_=_tool_calls.c[name].type)
+                for name in ("tool_call_id", "tool_name", "tool_input", "tool_output", "is_error")
+            ),
+        ),
+    )
+    .returning(_tool_calls.c.block_id)
 )
 _HISTORY = blocks_of_conversation(bindparam("conversation_id"), Block.in_history)
 _GET_HEARTBEAT = select(_heartbeats.c.last_ping_pong_time).where(
@@ -211,21 +238,24 @@ class ConversationMethods(UsesDatabase):
         check_text("tool_name", tool_name, NAME_LENGTH)
         check_dict("tool_input", tool_input)
         check_text("tool_output", tool_output)
-        block = {"message_id": msg_id, "block_type": TOOL_USE, "in_history": True}
+        call = {
+            "tool_call_id": tool_call_id,
+            "tool_name": tool_name,
+            "tool_input": tool_input,
+            "tool_output": tool_output,
+            "is_error": bool(is_error),
+        }
         try:
+            if dialects.supports_insert_ctes(self.db.dialect_name):
+                # One statement, so one round trip, and atomic by itself.
+                async with self.db.statement() as conn:
+                    values = {"message_id": msg_id, "created_at": utcnow(), **call}
+                    result = await conn.execute(_INSERT_TOOL_BLOCK_AND_CALL, values)
+                    return int(result.scalar_one())
+            block = {"message_id": msg_id, "block_type": TOOL_USE, "in_history": True}
             async with self.db.transaction() as conn:
                 block_id = await insert_returning_id(conn, _INSERT_BLOCK, block)
-                await conn.execute(
-                    _INSERT_TOOL_CALL,
-                    {
-                        "block_id": block_id,
-                        "tool_call_id": tool_call_id,
-                        "tool_name": tool_name,
-                        "tool_input": tool_input,
-                        "tool_output": tool_output,
-                        "is_error": bool(is_error),
-                    },
-                )
+                await conn.execute(_INSERT_TOOL_CALL, {"block_id": block_id, **call})
         except IntegrityError as error:
             raise _missing_parent("message_id", msg_id, error) from None
         return block_id

@@ -212,6 +212,11 @@ async def upsert_returning_id(
     return int(result.scalar_one())
 
 
+def supports_insert_ctes(dialect_name: str) -> bool:
+    """Whether an INSERT ... RETURNING can feed another INSERT in one statement (a CTE)."""
+    return backend(dialect_name) == "postgresql"
+
+
 def json_field_is_text(
     dialect_name: str,
     document: ColumnElement[Any] | InstrumentedAttribute[Any],
