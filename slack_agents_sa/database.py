@@ -13,23 +13,33 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from slack_agents_sa import dialects
-from slack_agents_sa.errors import ProviderClosedError
+from slack_agents_sa.errors import ConnectionLostError, ProviderClosedError
 from slack_agents_sa.settings import ProviderSettings
 from slack_agents_sa.types import dump_json
 
 
 @contextmanager
-def _plain_value_errors() -> Iterator[None]:
-    """Re-raise a value SQLAlchemy could not bind (not JSON, NaN, naive datetime) as itself.
+def _translated_errors() -> Iterator[None]:
+    """Turn SQLAlchemy's wrappers into errors a caller can act on.
 
-    Such errors happen before the statement reaches the database, so nothing is written.
+    A value SQLAlchemy could not bind (not JSON, NaN, naive datetime) is re-raised as itself:
+    it fails before the statement reaches the database, so nothing is written. A lost
+    connection becomes `ConnectionLostError`. Parameters are never part of the message.
     """
     try:
         yield
     except StatementError as error:
         if isinstance(error.orig, TypeError | ValueError) and not isinstance(error, DBAPIError):
             raise type(error.orig)(f"cannot store value: {error.orig}") from None
+        if isinstance(error, DBAPIError) and error.connection_invalidated:
+            raise ConnectionLostError(
+                "lost the connection to the database during this call "
+                f"({type(error.orig).__name__}); the call took effect entirely or not at all, "
+                "and the next call reconnects"
+            ) from error
         raise
+    except OSError as error:
+        raise ConnectionLostError(f"cannot reach the database: {error}") from error
 
 
 async def insert_returning_id(
@@ -74,6 +84,8 @@ class Database:
             settings.url,
             echo=settings.echo,
             pool_pre_ping=settings.pool_pre_ping,
+            # Values (OAuth secrets among them) stay out of logs and exception messages.
+            hide_parameters=True,
             json_serializer=dump_json,
             # Every checkout ends its own transaction (statement() autocommits, transaction()
             # commits or rolls back), so the pool's extra ROLLBACK per return is a wasted trip.
@@ -105,11 +117,11 @@ class Database:
         """A connection for exactly one statement, which commits by itself (no BEGIN round trip)."""
         if self._shared is not None:
             async with self._turns:
-                with _plain_value_errors():
+                with _translated_errors():
                     yield self._shared
             return
-        async with self._autocommit_engine.connect() as conn:
-            with _plain_value_errors():
+        with _translated_errors():
+            async with self._autocommit_engine.connect() as conn:
                 yield conn
 
     @asynccontextmanager
@@ -117,11 +129,11 @@ class Database:
         """A connection in a transaction that commits on success and rolls back on error."""
         if self._shared is not None:
             async with self._turns, _sqlite_transaction(self._shared) as conn:
-                with _plain_value_errors():
+                with _translated_errors():
                     yield conn
             return
-        async with self.engine.begin() as conn:
-            with _plain_value_errors():
+        with _translated_errors():
+            async with self.engine.begin() as conn:
                 yield conn
 
     async def insert_returning_id(self, stmt: Insert, values: dict[str, Any] | None = None) -> int:

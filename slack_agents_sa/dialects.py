@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Insert, bindparam, event, exists, func, text
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -20,6 +21,8 @@ from slack_agents_sa.models import Base, table_of
 
 #: SQLite: how long a writer waits for another's lock before "database is locked" (ms).
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# PRAGMA takes no bound parameters: the one statement we spell with a number in it.
+_SQLITE_BUSY_TIMEOUT_PRAGMA = "PRAGMA busy_timeout = 30000"
 #: Execution option marking a connection whose statements each commit on their own.
 AUTOCOMMIT_OPTION = "slack_agents_sa_autocommit"
 #: Arbitrary, stable key for PostgreSQL's advisory lock around migrations.
@@ -50,6 +53,7 @@ def install_connection_hooks(engine: AsyncEngine) -> None:
     if backend(engine.dialect.name) == "mysql":
         _install_mysql_hooks(engine)
     if engine.dialect.name != "sqlite":
+        _install_closed_connection_check(engine)
         return
     sync_engine = engine.sync_engine
     is_file = (engine.url.database or "") not in ("", ":memory:")
@@ -60,7 +64,7 @@ def install_connection_hooks(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS:d}")
+        cursor.execute(_SQLITE_BUSY_TIMEOUT_PRAGMA)
         if is_file:
             # WAL: readers never block the writer; NORMAL sync is durable across app crashes
             # and loses at most the last commits on power loss (SQLite's documented trade-off).
@@ -75,6 +79,31 @@ def install_connection_hooks(engine: AsyncEngine) -> None:
         # IMMEDIATE takes the write lock up front, so two writers queue on busy_timeout
         # instead of one failing when it upgrades a read lock.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _install_closed_connection_check(engine: AsyncEngine) -> None:
+    """Swap a pooled connection the server has closed for a fresh one at checkout.
+
+    After a server restart or `pg_terminate_backend`, the driver has already seen the
+    socket close; asking it costs no round trip (unlike `pool_pre_ping`). The pool
+    retries the checkout with a new connection, so the next call just works.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _drop_closed(_dbapi: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        if _driver_says_closed(record.driver_connection):
+            raise DisconnectionError("connection closed by the server")
+
+
+def _driver_says_closed(driver_connection: Any) -> bool:
+    is_closed = getattr(driver_connection, "is_closed", None)  # asyncpg
+    if callable(is_closed):
+        return bool(is_closed())
+    closed = getattr(driver_connection, "closed", None)  # aiomysql
+    if isinstance(closed, bool):
+        return closed
+    connected = getattr(driver_connection, "connected", None)  # asyncmy
+    return connected is False
 
 
 def _install_mysql_hooks(engine: AsyncEngine) -> None:

@@ -17,3 +17,11 @@ class SchemaOutOfDateError(SlackAgentsSAError, RuntimeError):
 
 class ProviderClosedError(SlackAgentsSAError, RuntimeError):
     """A storage call was made before `initialize()` or after `close()`."""
+
+
+class ConnectionLostError(SlackAgentsSAError, ConnectionError):
+    """The database connection failed before or during a call.
+
+    Each call is one statement or one transaction, so it took effect entirely or not at
+    all; later calls reconnect by themselves.
+    """

@@ -10,7 +10,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from slack_agents_sa import dialects
 from slack_agents_sa.database import UsesDatabase
 from slack_agents_sa.models import KEY_LENGTH, NAME_LENGTH, KeyValueEntry, ListItem, table_of
-from slack_agents_sa.validation import check_dict, check_text
+from slack_agents_sa.validation import check_dict, check_text, storable_text
 
 
 def _check_address(namespace: Any, key: Any) -> None:
@@ -105,7 +105,13 @@ class KeyValueMethods(UsesDatabase):
     ) -> list[ColumnElement[bool]]:
         conditions = []
         for name, wanted in filters.items():
-            if isinstance(name, str) and isinstance(wanted, str):
+            # Names and values a text parameter cannot carry are left to the Python check.
+            if (
+                isinstance(name, str)
+                and isinstance(wanted, str)
+                and storable_text(name)
+                and storable_text(wanted)
+            ):
                 condition = dialects.json_field_is_text(
                     self.db.dialect_name, document, name, wanted
                 )

@@ -26,7 +26,12 @@ def _check_row(
 ) -> dict[str, Any]:
     if not isinstance(row, row_type):
         raise TypeError(f"{name} must be an {row_type.__name__}, got {type(row).__name__}")
-    return asdict(row)
+    values = asdict(row)
+    for field, value in values.items():
+        if isinstance(value, str):
+            # The message names the field, never its value (some are secrets).
+            check_text(f"{name}.{field}", value)
+    return values
 
 
 # What a repeated `put` overwrites: everything but the first created_at.

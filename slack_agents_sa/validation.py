@@ -20,7 +20,7 @@ def check_text(
         raise TypeError(f"{name} must be a str, got {type(value).__name__}")
     if max_length is not None and len(value) > max_length:
         raise ValueError(f"{name} is {len(value)} characters long; the limit is {max_length}")
-    if not in_json:
+    if not in_json and not storable_text(value):
         if "\x00" in value:
             raise ValueError(
                 f"{name} contains a NUL character (\\x00), which PostgreSQL cannot store "
@@ -32,6 +32,11 @@ def check_text(
                 "valid Unicode text"
             )
     return value
+
+
+def storable_text(value: str) -> bool:
+    """Whether a str can be bound to a text column on every dialect (no NUL, no surrogate)."""
+    return "\x00" not in value and (value.isascii() or not SURROGATES.search(value))
 
 
 def check_optional_text(name: str, value: Any, max_length: int | None = None) -> str | None:
