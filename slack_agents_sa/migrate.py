@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -45,18 +46,33 @@ def current_revisions(connection: Connection) -> set[str]:
     return set(context.get_current_heads())
 
 
-def _upgrade(connection: Connection) -> None:
-    command.upgrade(alembic_config(connection), "head")
-
-
-async def upgrade_to_head(engine: AsyncEngine) -> None:
-    """Bring the database to head; concurrent callers queue on a lock and find nothing to do."""
+async def _migrate_locked(engine: AsyncEngine, step: Callable[[Connection], None]) -> None:
+    """Run an Alembic step in one transaction, holding the migration lock."""
     async with engine.begin() as conn:
         await dialects.take_migration_lock(conn)
         try:
-            await conn.run_sync(_upgrade)
+            await conn.run_sync(step)
         finally:
             await dialects.release_migration_lock(conn)
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """Migrate up to `revision`; concurrent callers queue on a lock and find nothing to do."""
+    await _migrate_locked(
+        engine, lambda connection: command.upgrade(alembic_config(connection), revision)
+    )
+
+
+async def downgrade(engine: AsyncEngine, revision: str) -> None:
+    """Migrate down to `revision` ("base" removes every table of ours)."""
+    await _migrate_locked(
+        engine, lambda connection: command.downgrade(alembic_config(connection), revision)
+    )
+
+
+async def upgrade_to_head(engine: AsyncEngine) -> None:
+    """Bring the database to head (what `Provider.initialize()` does)."""
+    await upgrade(engine, "head")
 
 
 async def require_head(engine: AsyncEngine) -> None:

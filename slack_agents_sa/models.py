@@ -250,3 +250,19 @@ def table_of(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
     return table
+
+
+class ImportedRow(Base):
+    """Which row of ours a row of an imported database became (`slack-agents-sa import`).
+
+    Lets a re-run skip what is already there and remap links (text → file, file → tool)
+    to our ids. `source` names the source database (without its password).
+    """
+
+    __tablename__ = f"{TABLE_PREFIX}imported_rows"
+    __table_args__ = MYSQL_TABLE_OPTIONS
+
+    source: Mapped[str] = mapped_column(Key, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    source_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    target_id: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,245 @@
+"""`slack-agents-sa`: migrate, inspect and fill a slack_agents_sa database from the shell.
+
+The database URL comes from `--url`, else SLACK_AGENTS_SA_URL, else an agent's
+config.yaml (`--config`, its `storage.url`), else the embedded SQLite default. Exit codes
+are stable for scripts; see `EXIT_*` and docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from slack_agents_sa import dialects, migrate
+from slack_agents_sa.errors import SlackAgentsSAError
+from slack_agents_sa.settings import DEFAULT_URL, URL_ENV_VAR, normalize_url
+
+EXIT_OK = 0
+#: The command ran and failed (a migration error, an import error).
+EXIT_FAILED = 1
+#: Bad arguments or configuration (unknown URL scheme, unreadable config.yaml).
+EXIT_USAGE = 2
+#: The database could not be reached.
+EXIT_UNREACHABLE = 3
+#: `check`: connected, but the schema is not at the migrations' head.
+EXIT_NOT_AT_HEAD = 4
+
+PROVIDER_TYPE = "slack_agents_sa"
+
+
+class UsageError(SlackAgentsSAError):
+    """Arguments or configuration the command cannot work with."""
+
+
+def _env_substituted(text: str) -> str:
+    """config.yaml's `{VAR}` placeholders, replaced as the host replaces them."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise UsageError(f"config.yaml uses {{{name}}}, but {name} is not set")
+        return os.environ[name]
+
+    return re.sub(r"\{([A-Z_][A-Z0-9_]*)\}", value, text)
+
+
+def url_from_config(path: Path) -> str:
+    """`storage.url` of an agent's config.yaml (or of the agent directory holding one)."""
+    import yaml
+
+    config_file = path / "config.yaml" if path.is_dir() else path
+    try:
+        data = yaml.safe_load(_env_substituted(config_file.read_text(encoding="utf-8")))
+    except OSError as error:
+        raise UsageError(f"cannot read {config_file}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise UsageError(f"{config_file} is not valid YAML: {error}") from None
+    storage = (data or {}).get("storage") if isinstance(data, dict) else None
+    if not isinstance(storage, dict) or storage.get("type") != PROVIDER_TYPE:
+        raise UsageError(f"{config_file} has no `storage:` with `type: {PROVIDER_TYPE}`")
+    url = storage.get("url", DEFAULT_URL)
+    if not isinstance(url, str):
+        raise UsageError(f"{config_file}: storage.url must be a string")
+    return url
+
+
+def resolve_url(args: argparse.Namespace) -> URL:
+    """The database to work on, by the documented precedence."""
+    if args.url:
+        raw = args.url
+    elif os.environ.get(URL_ENV_VAR):
+        raw = os.environ[URL_ENV_VAR]
+    elif args.config:
+        raw = url_from_config(Path(args.config))
+    else:
+        raw = DEFAULT_URL
+    try:
+        return normalize_url(raw)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def _connected(url: URL) -> tuple[AsyncEngine, AsyncConnection]:
+    engine = create_async_engine(url, hide_parameters=True)
+    dialects.install_connection_hooks(engine)
+    try:
+        return engine, await engine.connect()
+    except Exception as error:
+        await engine.dispose()
+        raise _Unreachable(f"cannot connect to {url.render_as_string()}: {error}") from None
+
+
+class _Unreachable(SlackAgentsSAError):
+    pass
+
+
+async def cmd_upgrade(url: URL, args: argparse.Namespace) -> int:
+    engine, conn = await _connected(url)
+    await conn.close()
+    try:
+        await migrate.upgrade(engine, args.revision)
+        heads = await _current(engine)
+    finally:
+        await engine.dispose()
+    print(f"at {', '.join(sorted(heads)) or 'base'}")
+    return EXIT_OK
+
+
+async def cmd_downgrade(url: URL, args: argparse.Namespace) -> int:
+    engine, conn = await _connected(url)
+    await conn.close()
+    try:
+        await migrate.downgrade(engine, args.revision)
+        heads = await _current(engine)
+    finally:
+        await engine.dispose()
+    print(f"at {', '.join(sorted(heads)) or 'base'}")
+    return EXIT_OK
+
+
+async def _current(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as conn:
+        return await conn.run_sync(migrate.current_revisions)
+
+
+async def cmd_current(url: URL, args: argparse.Namespace) -> int:
+    engine, conn = await _connected(url)
+    try:
+        current = await conn.run_sync(migrate.current_revisions)
+    finally:
+        await conn.close()
+        await engine.dispose()
+    heads = migrate.head_revisions()
+    for revision in sorted(current) or ["base"]:
+        print(f"{revision}{' (head)' if revision in heads else ''}")
+    return EXIT_OK
+
+
+async def cmd_check(url: URL, args: argparse.Namespace) -> int:
+    engine, conn = await _connected(url)
+    try:
+        current = await conn.run_sync(migrate.current_revisions)
+    finally:
+        await conn.close()
+        await engine.dispose()
+    heads = migrate.head_revisions()
+    if current != heads:
+        found = ", ".join(sorted(current)) or "base (no schema)"
+        print(
+            f"schema at {found}; head is {', '.join(sorted(heads))}: run `slack-agents-sa upgrade`"
+        )
+        return EXIT_NOT_AT_HEAD
+    print(f"ok: connected, schema at head ({', '.join(sorted(heads))})")
+    return EXIT_OK
+
+
+async def cmd_import(url: URL, args: argparse.Namespace) -> int:
+    from slack_agents_sa.importer import import_database
+
+    try:
+        source = normalize_url(args.source)
+    except ValueError as error:
+        raise UsageError(f"--from: {error}") from None
+    summary = await import_database(
+        source, url, batch_size=args.batch_size, progress=not args.no_progress
+    )
+    print(summary.table())
+    return EXIT_OK
+
+
+Command = Callable[[URL, argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slack-agents-sa",
+        description="Migrate, check and import slack_agents_sa databases.",
+        epilog=f"URL precedence: --url, ${URL_ENV_VAR}, --config, {DEFAULT_URL}. "
+        "Exit codes: 0 ok, 1 failed, 2 usage or configuration, 3 unreachable, "
+        "4 schema not at head (check).",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--url", help="database URL, e.g. postgresql://user@host/db")
+    where.add_argument("--config", help="an agent's config.yaml, or its directory")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    upgrade = commands.add_parser("upgrade", help="migrate to a revision (default: head)")
+    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade.set_defaults(run=cmd_upgrade)
+
+    downgrade = commands.add_parser("downgrade", help="migrate down to a revision ('base': none)")
+    downgrade.add_argument("revision", help="target revision, e.g. 0001, -1 or base")
+    downgrade.set_defaults(run=cmd_downgrade)
+
+    current = commands.add_parser("current", help="print the database's revision")
+    current.set_defaults(run=cmd_current)
+
+    check = commands.add_parser("check", help="connection ok and schema at head? (exit 0/3/4)")
+    check.set_defaults(run=cmd_check)
+
+    importer = commands.add_parser(
+        "import", help="copy a database of the host's built-in sqlite or postgres provider"
+    )
+    importer.add_argument("--from", dest="source", required=True, help="the source database URL")
+    importer.add_argument("--batch-size", type=int, default=500, help="rows per transaction")
+    importer.add_argument("--no-progress", action="store_true", help="no progress bar")
+    importer.set_defaults(run=cmd_import)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run: Command = args.run
+    try:
+        url = resolve_url(args)
+        _say(f"database: {url.render_as_string(hide_password=True)}")
+        return asyncio.run(run(url, args))
+    except UsageError as error:
+        _say(f"error: {error}")
+        return EXIT_USAGE
+    except _Unreachable as error:
+        _say(f"error: {error}")
+        return EXIT_UNREACHABLE
+    except SlackAgentsSAError as error:
+        _say(f"error: {error}")
+        return EXIT_FAILED
+    except Exception as error:  # a migration or import failure: say it, never a traceback
+        _say(f"error: {type(error).__name__}: {error}")
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""`slack-agents-sa` as a script sees it: commands, URL sources, exit codes and messages."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from slack_agents_sa import cli
+from slack_agents_sa.migrate import head_revisions
+
+HEAD = max(head_revisions())
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed console script, as a user runs it."""
+    script = Path(sys.executable).with_name("slack-agents-sa")
+    environment = {k: v for k, v in os.environ.items() if k != "SLACK_AGENTS_SA_URL"}
+    return subprocess.run(
+        [str(script), *args],
+        capture_output=True,
+        text=True,
+        env={**environment, **(env or {})},
+        timeout=120,
+        check=False,
+    )
+
+
+def test_upgrade_current_check_downgrade_round_trip(empty_url: str) -> None:
+    checked = run_cli("--url", empty_url, "check")
+    assert checked.returncode == cli.EXIT_NOT_AT_HEAD, checked.stderr
+    assert "base (no schema)" in checked.stdout
+
+    upgraded = run_cli("--url", empty_url, "upgrade")
+    assert upgraded.returncode == cli.EXIT_OK, upgraded.stderr
+    assert upgraded.stdout.strip() == f"at {HEAD}"
+
+    current = run_cli("--url", empty_url, "current")
+    assert (current.returncode, current.stdout.strip()) == (cli.EXIT_OK, f"{HEAD} (head)")
+
+    checked = run_cli("--url", empty_url, "check")
+    assert checked.returncode == cli.EXIT_OK, checked.stderr
+    assert checked.stdout.startswith("ok: connected, schema at head")
+
+    one_down = run_cli("--url", empty_url, "downgrade", "-1")
+    assert one_down.returncode == cli.EXIT_OK, one_down.stderr
+    assert run_cli("--url", empty_url, "check").returncode == cli.EXIT_NOT_AT_HEAD
+
+    down = run_cli("--url", empty_url, "downgrade", "base")
+    assert (down.returncode, down.stdout.strip()) == (cli.EXIT_OK, "at base")
+    assert run_cli("--url", empty_url, "current").stdout.strip() == "base"
+
+
+def test_the_url_comes_from_the_environment_or_an_agent_config(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'agents.db'}"
+    from_env = run_cli("upgrade", env={"SLACK_AGENTS_SA_URL": url})
+    assert from_env.returncode == cli.EXIT_OK, from_env.stderr
+    assert f"database: sqlite+aiosqlite:///{tmp_path / 'agents.db'}" in from_env.stderr
+
+    agent = tmp_path / "agent"
+    agent.mkdir()
+    (agent / "config.yaml").write_text(
+        'storage:\n  type: slack_agents_sa\n  url: "{AGENT_DB_URL}"\n', encoding="utf-8"
+    )
+    from_config = run_cli("--config", str(agent), "check", env={"AGENT_DB_URL": url})
+    assert from_config.returncode == cli.EXIT_OK, from_config.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "message"),
+    [
+        (["--url", "nosuch://x", "check"], {}, cli.EXIT_USAGE, "unknown database or driver"),
+        (
+            ["--url", "postgresql://u:hunter2@127.0.0.1:9/db", "check"],
+            {},
+            cli.EXIT_UNREACHABLE,
+            "cannot connect to postgresql+asyncpg://u:***@127.0.0.1:9/db",
+        ),
+        (["--config", "/nonexistent/config.yaml", "check"], {}, cli.EXIT_USAGE, "cannot read"),
+    ],
+    ids=["bad-url", "unreachable", "missing-config"],
+)
+def test_errors_have_stable_exit_codes_and_hide_passwords(
+    args: list[str], env: dict[str, str], code: int, message: str
+) -> None:
+    result = run_cli(*args, env=env)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_a_config_without_our_storage_type_is_a_usage_error(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("storage:\n  type: slack_agents.storage.sqlite\n", encoding="utf-8")
+    result = run_cli("--config", str(config), "check")
+    assert result.returncode == cli.EXIT_USAGE
+    assert "type: slack_agents_sa" in result.stderr
