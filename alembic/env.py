@@ -2,6 +2,7 @@
 
 From the command line the URL comes from `-x url=...`, else SLACK_AGENTS_SA_URL, else the
 embedded SQLite default; plain `postgresql://`/`sqlite:///` URLs get their async driver.
+`-x schema=name` (PostgreSQL) migrates the tables of a provider with that `schema` option.
 From code, `migrate.py` hands over an open connection in `config.attributes`.
 """
 
@@ -45,14 +46,17 @@ def _run_on(connection: Connection) -> None:
 
 
 async def _run_from_command_line() -> None:
-    url = normalize_url(url_from_environment(context.get_x_argument(as_dictionary=True).get("url")))
+    x_arguments = context.get_x_argument(as_dictionary=True)
+    url = normalize_url(url_from_environment(x_arguments.get("url")))
+    schema = x_arguments.get("schema")  # PostgreSQL: the provider's `schema` option
     log.info("Database: %s", url.render_as_string(hide_password=True))
-    engine = create_async_engine(url)
+    engine = create_async_engine(url, **dialects.engine_options(url, {}, schema))
     dialects.install_connection_hooks(engine)
     try:
         async with engine.begin() as conn:
             await dialects.take_migration_lock(conn)
             try:
+                await dialects.ensure_schema(conn, schema)
                 await conn.run_sync(_run_on)
             finally:
                 await dialects.release_migration_lock(conn)

@@ -21,7 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from slack_agents_sa import dialects, migrate
 from slack_agents_sa.errors import SlackAgentsSAError
-from slack_agents_sa.settings import DEFAULT_URL, URL_ENV_VAR, normalize_url
+from slack_agents_sa.settings import (
+    DEFAULT_URL,
+    SCHEMA_NAME_PATTERN,
+    URL_ENV_VAR,
+    normalize_url,
+)
 
 EXIT_OK = 0
 #: The command ran and failed (a migration error, an import error).
@@ -92,8 +97,10 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-async def _connected(url: URL) -> tuple[AsyncEngine, AsyncConnection]:
-    engine = create_async_engine(url, hide_parameters=True)
+async def _connected(url: URL, schema: str | None) -> tuple[AsyncEngine, AsyncConnection]:
+    engine = create_async_engine(
+        url, hide_parameters=True, **dialects.engine_options(url, {}, schema)
+    )
     dialects.install_connection_hooks(engine)
     try:
         return engine, await engine.connect()
@@ -107,10 +114,10 @@ class _Unreachable(SlackAgentsSAError):
 
 
 async def cmd_upgrade(url: URL, args: argparse.Namespace) -> int:
-    engine, conn = await _connected(url)
+    engine, conn = await _connected(url, args.schema)
     await conn.close()
     try:
-        await migrate.upgrade(engine, args.revision)
+        await migrate.upgrade(engine, args.revision, args.schema)
         heads = await _current(engine)
     finally:
         await engine.dispose()
@@ -119,7 +126,7 @@ async def cmd_upgrade(url: URL, args: argparse.Namespace) -> int:
 
 
 async def cmd_downgrade(url: URL, args: argparse.Namespace) -> int:
-    engine, conn = await _connected(url)
+    engine, conn = await _connected(url, args.schema)
     await conn.close()
     try:
         await migrate.downgrade(engine, args.revision)
@@ -136,7 +143,7 @@ async def _current(engine: AsyncEngine) -> set[str]:
 
 
 async def cmd_current(url: URL, args: argparse.Namespace) -> int:
-    engine, conn = await _connected(url)
+    engine, conn = await _connected(url, args.schema)
     try:
         current = await conn.run_sync(migrate.current_revisions)
     finally:
@@ -149,7 +156,7 @@ async def cmd_current(url: URL, args: argparse.Namespace) -> int:
 
 
 async def cmd_check(url: URL, args: argparse.Namespace) -> int:
-    engine, conn = await _connected(url)
+    engine, conn = await _connected(url, args.schema)
     try:
         current = await conn.run_sync(migrate.current_revisions)
     finally:
@@ -194,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--url", help="database URL, e.g. postgresql://user@host/db")
     where.add_argument("--config", help="an agent's config.yaml, or its directory")
+    parser.add_argument("--schema", help="PostgreSQL schema holding our tables (option `schema`)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     upgrade = commands.add_parser("upgrade", help="migrate to a revision (default: head)")
@@ -225,6 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Command = args.run
     try:
         url = resolve_url(args)
+        if args.schema is not None and (
+            url.get_backend_name() != "postgresql" or not re.match(SCHEMA_NAME_PATTERN, args.schema)
+        ):
+            raise UsageError("--schema takes a lower-case PostgreSQL schema name")
         _say(f"database: {url.render_as_string(hide_password=True)}")
         return asyncio.run(run(url, args))
     except UsageError as error:

@@ -90,7 +90,7 @@ class Database:
             # Every checkout ends its own transaction (statement() autocommits, transaction()
             # commits or rolls back), so the pool's extra ROLLBACK per return is a wasted trip.
             pool_reset_on_return=None,
-            **dialects.engine_options(settings.url, settings.pool_options()),
+            **dialects.engine_options(settings.url, settings.pool_options(), settings.db_schema),
         )
         dialects.install_connection_hooks(self.engine)
         self.dialect_name = self.engine.dialect.name

@@ -16,6 +16,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.schema import CreateSchema
 
 from slack_agents_sa.models import Base, table_of
 
@@ -35,8 +36,20 @@ def backend(dialect_name: str) -> str:
     return "mysql" if dialect_name in ("mysql", "mariadb") else dialect_name
 
 
-def engine_options(url: URL, pool_options: dict[str, Any]) -> dict[str, Any]:
-    """Extra `create_async_engine` arguments a backend needs."""
+def engine_options(
+    url: URL, pool_options: dict[str, Any], schema: str | None = None
+) -> dict[str, Any]:
+    """Extra `create_async_engine` arguments a backend needs.
+
+    `schema` (PostgreSQL) becomes every connection's search_path, so unqualified names,
+    ours and Alembic's alike, resolve there; `ensure_schema` creates it.
+    """
+    if schema is not None:
+        if url.get_backend_name() != "postgresql":
+            raise ValueError(f"a schema is supported on PostgreSQL only, not {url.drivername}")
+        options = dict(pool_options)
+        options["connect_args"] = {"server_settings": {"search_path": schema}}
+        return options
     if url.get_backend_name() == "sqlite":
         database = url.database or ""
         if database in ("", ":memory:"):
@@ -268,6 +281,12 @@ def json_field_is_text(
             members.c.key == field, members.c.type == "text", members.c.value == value
         )
     return None
+
+
+async def ensure_schema(conn: AsyncConnection, schema: str | None) -> None:
+    """Create `schema` if it does not exist yet (before migrating into it)."""
+    if schema is not None:
+        await conn.execute(CreateSchema(schema, if_not_exists=True))
 
 
 async def take_migration_lock(conn: AsyncConnection) -> None:

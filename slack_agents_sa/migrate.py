@@ -46,33 +46,40 @@ def current_revisions(connection: Connection) -> set[str]:
     return set(context.get_current_heads())
 
 
-async def _migrate_locked(engine: AsyncEngine, step: Callable[[Connection], None]) -> None:
-    """Run an Alembic step in one transaction, holding the migration lock."""
+async def _migrate_locked(
+    engine: AsyncEngine, step: Callable[[Connection], None], schema: str | None
+) -> None:
+    """Run an Alembic step in one transaction, holding the migration lock.
+
+    With a `schema` (the engine's search_path, see `dialects.engine_options`), the schema
+    is created first; our tables and version table then land in it.
+    """
     async with engine.begin() as conn:
         await dialects.take_migration_lock(conn)
         try:
+            await dialects.ensure_schema(conn, schema)
             await conn.run_sync(step)
         finally:
             await dialects.release_migration_lock(conn)
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+async def upgrade(engine: AsyncEngine, revision: str = "head", schema: str | None = None) -> None:
     """Migrate up to `revision`; concurrent callers queue on a lock and find nothing to do."""
     await _migrate_locked(
-        engine, lambda connection: command.upgrade(alembic_config(connection), revision)
+        engine, lambda connection: command.upgrade(alembic_config(connection), revision), schema
     )
 
 
 async def downgrade(engine: AsyncEngine, revision: str) -> None:
     """Migrate down to `revision` ("base" removes every table of ours)."""
     await _migrate_locked(
-        engine, lambda connection: command.downgrade(alembic_config(connection), revision)
+        engine, lambda connection: command.downgrade(alembic_config(connection), revision), None
     )
 
 
-async def upgrade_to_head(engine: AsyncEngine) -> None:
+async def upgrade_to_head(engine: AsyncEngine, schema: str | None = None) -> None:
     """Bring the database to head (what `Provider.initialize()` does)."""
-    await upgrade(engine, "head")
+    await upgrade(engine, "head", schema)
 
 
 async def require_head(engine: AsyncEngine) -> None:

@@ -48,7 +48,7 @@ class Provider(
         database = Database(self.settings)
         try:
             if self.settings.migrate:
-                await migrate.upgrade_to_head(database.engine)
+                await migrate.upgrade_to_head(database.engine, self.settings.db_schema)
             else:
                 await migrate.require_head(database.engine)
             await database.open()

@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -13,6 +20,9 @@ from slack_agents_sa.errors import ConfigError
 
 #: Where the embedded default keeps its data: a SQLite file in the working directory.
 DEFAULT_URL = "sqlite+aiosqlite:///slack_agents_sa.db"
+
+#: A PostgreSQL schema name we accept: lower case, so it never needs quoting.
+SCHEMA_NAME_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
 
 #: Environment variable the CLI tools (alembic, the demo) read the URL from.
 URL_ENV_VAR = "SLACK_AGENTS_SA_URL"
@@ -74,7 +84,9 @@ def normalize_url(raw: str) -> URL:
 class ProviderSettings(BaseModel):
     """Options accepted under `storage:` in an agent's config.yaml (besides `type`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, arbitrary_types_allowed=True, populate_by_name=True
+    )
 
     url: URL = Field(default_factory=lambda: normalize_url(DEFAULT_URL))
     #: Bring the schema to head with the bundled Alembic migrations on initialize().
@@ -87,6 +99,18 @@ class ProviderSettings(BaseModel):
     pool_recycle: int | None = Field(default=None, ge=-1)
     #: Test each pooled connection before use (one extra round trip per call).
     pool_pre_ping: bool = False
+    #: PostgreSQL only: keep our tables (and our version table) in this schema, created if
+    #: missing. Lets several agents, or a host app, share one database without sharing tables.
+    db_schema: str | None = Field(default=None, alias="schema", pattern=SCHEMA_NAME_PATTERN)
+
+    @model_validator(mode="after")
+    def _schema_needs_postgresql(self) -> ProviderSettings:
+        if self.db_schema is not None and self.url.get_backend_name() != "postgresql":
+            raise ValueError(
+                "option 'schema' is supported on PostgreSQL only "
+                f"(this URL is {self.url.get_backend_name()})"
+            )
+        return self
 
     @field_validator("url", mode="before")
     @classmethod
@@ -111,7 +135,7 @@ class ProviderSettings(BaseModel):
                     problems.append(f"unknown option {name!r} (known options: {known})")
                 else:
                     message = str(error["msg"]).removeprefix("Value error, ")
-                    problems.append(f"option {name!r}: {message}")
+                    problems.append(f"option {name!r}: {message}" if error["loc"] else message)
             raise ConfigError("slack_agents_sa storage: " + "; ".join(problems)) from None
 
     @property
