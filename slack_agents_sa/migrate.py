@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
@@ -14,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from slack_agents_sa import dialects
 from slack_agents_sa.errors import SchemaOutOfDateError
+from slack_agents_sa.models import OUR_TABLES
 
 #: Our own version table, so a host app's `alembic_version` is never touched.
 VERSION_TABLE = "slack_agents_sa_version"
@@ -80,6 +83,39 @@ async def downgrade(engine: AsyncEngine, revision: str) -> None:
 async def upgrade_to_head(engine: AsyncEngine, schema: str | None = None) -> None:
     """Bring the database to head (what `Provider.initialize()` does)."""
     await upgrade(engine, "head", schema)
+
+
+def run_our_migrations(connection: Connection, revision: str = "head") -> None:
+    """Upgrade our tables to `revision` on `connection`, from inside a host app's Alembic env.py.
+
+    Our revisions and our version table only: the host's `alembic_version` and tables are
+    never touched. Built on MigrationContext rather than Alembic's command API, because a
+    command would replace the host environment's `alembic.context` while it is running.
+    """
+    script = ScriptDirectory.from_config(alembic_config())
+
+    def steps(current: Any, _context: MigrationContext) -> Any:
+        return script._upgrade_revs(revision, current)
+
+    migration = MigrationContext.configure(
+        connection,
+        opts={
+            "version_table": VERSION_TABLE,
+            "fn": steps,
+            "script": script,
+            "render_as_batch": connection.dialect.name == "sqlite",
+        },
+    )
+    with Operations.context(migration):
+        migration.run_migrations()
+
+
+def is_ours(name: str | None, type_: str) -> bool:
+    """Whether a schema object is ours, for a host env.py's `include_object`/`include_name`:
+    return `not is_ours(...)` there and autogenerate leaves our tables to our migrations."""
+    if type_ != "table" or name is None:
+        return False
+    return name == VERSION_TABLE or name in OUR_TABLES
 
 
 async def require_head(engine: AsyncEngine) -> None:

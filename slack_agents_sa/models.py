@@ -266,3 +266,8 @@ class ImportedRow(Base):
     kind: Mapped[str] = mapped_column(String(32), primary_key=True)
     source_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     target_id: Mapped[int] = mapped_column(BigInteger)
+
+
+#: The names of this package's tables, fixed here, before any host app adds its own
+#: tables to `metadata` (which they share).
+OUR_TABLES = frozenset(metadata.tables)
