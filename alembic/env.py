@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from slack_agents_sa import dialects
-from slack_agents_sa.migrate import VERSION_TABLE
+from slack_agents_sa.migrate import VERSION_TABLE, only_ours
 from slack_agents_sa.models import metadata
 from slack_agents_sa.settings import normalize_url, url_from_environment
 
@@ -32,6 +32,7 @@ def _configure(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,
+        include_object=only_ours,
         version_table=VERSION_TABLE,
         # SQLite cannot ALTER most things: batch mode copies the table instead.
         render_as_batch=connection.dialect.name == "sqlite",

@@ -113,42 +113,44 @@ class _Unreachable(SlackAgentsSAError):
     pass
 
 
-async def cmd_upgrade(url: URL, args: argparse.Namespace) -> int:
-    engine, conn = await _connected(url, args.schema)
+async def _migrated(url: URL, schema: str | None, step: Callable[[AsyncEngine], Any]) -> int:
+    """Connect (or report the database unreachable), run a migration step, print where it is."""
+    engine, conn = await _connected(url, schema)
     await conn.close()
     try:
-        await migrate.upgrade(engine, args.revision, args.schema)
-        heads = await _current(engine)
+        await step(engine)
+        async with engine.connect() as conn:
+            heads = await conn.run_sync(migrate.current_revisions)
     finally:
         await engine.dispose()
     print(f"at {', '.join(sorted(heads)) or 'base'}")
     return EXIT_OK
+
+
+async def cmd_upgrade(url: URL, args: argparse.Namespace) -> int:
+    return await _migrated(
+        url, args.schema, lambda engine: migrate.upgrade(engine, args.revision, args.schema)
+    )
 
 
 async def cmd_downgrade(url: URL, args: argparse.Namespace) -> int:
-    engine, conn = await _connected(url, args.schema)
-    await conn.close()
+    return await _migrated(
+        url, args.schema, lambda engine: migrate.downgrade(engine, args.revision)
+    )
+
+
+async def _revisions(url: URL, schema: str | None) -> set[str]:
+    """The database's current revisions (connection failures become `_Unreachable`)."""
+    engine, conn = await _connected(url, schema)
     try:
-        await migrate.downgrade(engine, args.revision)
-        heads = await _current(engine)
-    finally:
-        await engine.dispose()
-    print(f"at {', '.join(sorted(heads)) or 'base'}")
-    return EXIT_OK
-
-
-async def _current(engine: AsyncEngine) -> set[str]:
-    async with engine.connect() as conn:
         return await conn.run_sync(migrate.current_revisions)
-
-
-async def cmd_current(url: URL, args: argparse.Namespace) -> int:
-    engine, conn = await _connected(url, args.schema)
-    try:
-        current = await conn.run_sync(migrate.current_revisions)
     finally:
         await conn.close()
         await engine.dispose()
+
+
+async def cmd_current(url: URL, args: argparse.Namespace) -> int:
+    current = await _revisions(url, args.schema)
     heads = migrate.head_revisions()
     for revision in sorted(current) or ["base"]:
         print(f"{revision}{' (head)' if revision in heads else ''}")
@@ -156,20 +158,14 @@ async def cmd_current(url: URL, args: argparse.Namespace) -> int:
 
 
 async def cmd_check(url: URL, args: argparse.Namespace) -> int:
-    engine, conn = await _connected(url, args.schema)
-    try:
-        current = await conn.run_sync(migrate.current_revisions)
-    finally:
-        await conn.close()
-        await engine.dispose()
+    current = await _revisions(url, args.schema)
     heads = migrate.head_revisions()
+    head = ", ".join(sorted(heads))
     if current != heads:
         found = ", ".join(sorted(current)) or "base (no schema)"
-        print(
-            f"schema at {found}; head is {', '.join(sorted(heads))}: run `slack-agents-sa upgrade`"
-        )
+        print(f"schema at {found}; head is {head}: run `slack-agents-sa upgrade`")
         return EXIT_NOT_AT_HEAD
-    print(f"ok: connected, schema at head ({', '.join(sorted(heads))})")
+    print(f"ok: connected, schema at head ({head})")
     return EXIT_OK
 
 
@@ -244,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except _Unreachable as error:
         _say(f"error: {error}")
+        return EXIT_UNREACHABLE
+    except OSError as error:  # connection refused, ConnectionLostError, DNS failure
+        _say(f"error: cannot reach the database: {error}")
         return EXIT_UNREACHABLE
     except SlackAgentsSAError as error:
         _say(f"error: {error}")

@@ -369,6 +369,13 @@ class _Importer:
                 ],
             )
 
+    async def _batches(self, sql: str) -> AsyncIterator[Sequence[Any]]:
+        """Source rows in id order, `batch_size` at a time (keyset pagination on `id`)."""
+        after = 0
+        while batch := await self.source.rows(sql, after=after, limit=self.batch_size):
+            yield batch
+            after = batch[-1].id
+
     # --- tables ---
 
     async def conversations(self) -> dict[int, int]:
@@ -401,14 +408,7 @@ class _Importer:
         messages.source = await self.source.count("messages")
         for table in self.source.block_tables:
             blocks.source += await self.source.count(table)
-        after = 0
-        while True:
-            batch = await self.source.rows(
-                self.source.messages_sql, after=after, limit=self.batch_size
-            )
-            if not batch:
-                return
-            after = batch[-1].id
+        async for batch in self._batches(self.source.messages_sql):
             async with self.target.db.transaction() as conn:
                 done = await self._mapped(conn, "message", [row.id for row in batch])
                 todo = [row for row in batch if row.id not in done]
@@ -469,14 +469,7 @@ class _Importer:
     async def list_items(self, bar: tqdm[Any]) -> None:
         count = self.summary.count("list items")
         count.source = await self.source.count("list_store")
-        after = 0
-        while True:
-            batch = await self.source.rows(
-                self.source.lists_sql, after=after, limit=self.batch_size
-            )
-            if not batch:
-                return
-            after = batch[-1].id
+        async for batch in self._batches(self.source.lists_sql):
             async with self.target.db.transaction() as conn:
                 done = await self._mapped(conn, "list_item", [row.id for row in batch])
                 for row in batch:

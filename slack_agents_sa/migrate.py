@@ -118,6 +118,16 @@ def is_ours(name: str | None, type_: str) -> bool:
     return name == VERSION_TABLE or name in OUR_TABLES
 
 
+def only_ours(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """Alembic `include_object` of our environment: our tables and what belongs to them.
+
+    A host app may add its tables to our shared `metadata`; they are its migrations'
+    business, never ours.
+    """
+    table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
+    return table is None or is_ours(table, "table")
+
+
 async def require_head(engine: AsyncEngine) -> None:
     """Fail unless the schema is at head (used when `migrate` is off)."""
     async with engine.connect() as conn:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from slack_agents_sa.models import metadata
+from slack_agents_sa.models import OUR_TABLES, metadata
 from slack_agents_sa.settings import normalize_url
 
 POSTGRES_ENV = "SLACK_AGENTS_SA_TEST_POSTGRES_URL"
@@ -91,6 +92,11 @@ async def drop_scratch_database(server: URL, url: URL) -> None:
         await _admin_execute(server, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
 
 
+def _our_tables() -> list[Any]:
+    """Our tables only: a test may have put a host app's tables on the shared metadata."""
+    return [table for table in metadata.sorted_tables if table.name in OUR_TABLES]
+
+
 async def empty_all_tables(url: URL) -> None:
     """Delete every row of our tables (faster than a new database for each test)."""
     engine = create_async_engine(url)
@@ -99,11 +105,11 @@ async def empty_all_tables(url: URL) -> None:
             if _is_mysql(url):
                 # TRUNCATE also resets AUTO_INCREMENT; MySQL refuses it on referenced tables.
                 await conn.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
-                for table in metadata.sorted_tables:
+                for table in _our_tables():
                     await conn.execute(text(f"TRUNCATE TABLE `{table.name}`"))
                 await conn.execute(text("SET FOREIGN_KEY_CHECKS = 1"))
             else:
-                names = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
+                names = ", ".join(f'"{table.name}"' for table in _our_tables())
                 await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     finally:
         await engine.dispose()

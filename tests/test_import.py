@@ -18,7 +18,7 @@ import pytest
 from slack_agents.conversations import ConversationManager
 from slack_agents.storage import postgres as builtin_postgres
 from slack_agents.storage import sqlite as builtin_sqlite
-from slack_agents.storage.base import BaseStorageProvider, OAuthClientRow, OAuthTokenRow
+from slack_agents.storage.base import BaseStorageProvider
 from sqlalchemy.engine import URL
 
 from slack_agents_sa import Provider
@@ -26,26 +26,10 @@ from slack_agents_sa.importer import ImportSourceError, import_database
 from slack_agents_sa.settings import normalize_url
 from tests.agent_turns import drive_conversation
 from tests.databases import POSTGRES, create_scratch_database, drop_scratch_database
+from tests.samples import CLIENT, TOKEN
 from tests.test_cli import run_cli
 
 TOOL_CALL_IDS = ("toolu_weather_1", "toolu_plot_1", "toolu_mail_1")
-TOKEN = OAuthTokenRow(
-    access_token="at",
-    refresh_token_enc="rt",
-    token_type="Bearer",
-    scopes="a b",
-    expires_at=1_900_000_000,
-    created_at=1_700_000_000,
-    updated_at=1_700_000_100,
-)
-CLIENT = OAuthClientRow(
-    client_id="cid",
-    client_secret="cs",
-    metadata_json='{"m": 1}',
-    authorization_server="https://auth.example",
-    created_at=1_700_000_000,
-    updated_at=1_700_000_000,
-)
 
 
 async def fill(storage: BaseStorageProvider) -> int | str:

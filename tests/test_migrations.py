@@ -17,17 +17,17 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from slack_agents_sa import Provider, SchemaOutOfDateError
-from slack_agents_sa.migrate import VERSION_TABLE, alembic_config, script_location
-from slack_agents_sa.models import metadata
+from slack_agents_sa.migrate import VERSION_TABLE, alembic_config, only_ours, script_location
+from slack_agents_sa.models import OUR_TABLES, metadata
 from slack_agents_sa.settings import normalize_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-OUR_TABLES = {table.name for table in metadata.sorted_tables}
 
 
 def _schema_diff(connection: Connection) -> list[Any]:
     context = MigrationContext.configure(
-        connection, opts={"version_table": VERSION_TABLE, "compare_type": True}
+        connection,
+        opts={"version_table": VERSION_TABLE, "compare_type": True, "include_object": only_ours},
     )
     return list(compare_metadata(context, metadata))
 

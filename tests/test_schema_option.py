@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from slack_agents_sa import Provider
 from slack_agents_sa.errors import ConfigError
 from slack_agents_sa.migrate import VERSION_TABLE
-from slack_agents_sa.models import metadata
+from slack_agents_sa.models import OUR_TABLES
 from slack_agents_sa.settings import normalize_url
 from tests.databases import POSTGRES, create_scratch_database, drop_scratch_database
 from tests.test_cli import run_cli
@@ -63,7 +63,7 @@ async def test_two_schemas_in_one_database_keep_their_data_apart(postgres_empty:
         for storage in (a, b):
             await storage.close()
     tables = await _tables(postgres_empty)
-    ours = {table.name for table in metadata.sorted_tables} | {VERSION_TABLE}
+    ours = OUR_TABLES | {VERSION_TABLE}
     assert tables[None] == set()  # nothing in public
     assert tables["tenant_a"] == ours
     assert tables["tenant_b"] == ours
