@@ -1,7 +1,8 @@
 """Build the wheel, install it in a fresh virtual environment, and migrate an empty database.
 
 Proves the migrations ship inside the wheel: the provider run from the new environment
-(not this checkout) must create the schema on `initialize()`. Also on PostgreSQL and
+(not this checkout) must create the schema on `initialize()`, and the installed
+`slack-agents-sa check` must find it at head. Also on PostgreSQL and
 MySQL/MariaDB when SLACK_AGENTS_SA_TEST_POSTGRES_URL / SLACK_AGENTS_SA_TEST_MYSQL_URL are set
 (the wheel is installed with its `mysql` extra).
 """
@@ -107,6 +108,10 @@ def main() -> int:
                 if server:
                     urls.append(stack.enter_context(scratch_database(server)))
             run(python, "-c", PROBE, *urls, cwd=work)
+            # The console script ships too, and finds the migrations inside the wheel.
+            console = work / "venv" / "bin" / "slack-agents-sa"
+            for url in urls:
+                run(console, "--url", url, "check", cwd=work)
     print("wheel check passed")
     return 0
 

@@ -2,6 +2,7 @@
 
 from slack_agents_sa.errors import (
     ConfigError,
+    ConnectionLostError,
     ProviderClosedError,
     SchemaOutOfDateError,
     SlackAgentsSAError,
@@ -25,6 +26,7 @@ __all__ = [
     "Base",
     "Block",
     "ConfigError",
+    "ConnectionLostError",
     "Conversation",
     "Heartbeat",
     "KeyValueEntry",

@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from sqlalchemy import Insert
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -52,29 +51,6 @@ async def insert_returning_id(
     return int(key[0])
 
 
-@asynccontextmanager
-async def _sqlite_transaction(conn: AsyncConnection) -> AsyncIterator[AsyncConnection]:
-    """BEGIN IMMEDIATE ... COMMIT on SQLite's shared autocommit connection, ROLLBACK on error.
-
-    The connection is in autocommit mode (the sqlite3 module manages no transactions), so
-    these statements are the transaction. IMMEDIATE takes the write lock up front.
-    """
-    if await conn.run_sync(_in_sqlite_transaction):
-        # A call cancelled mid-ROLLBACK left one open: end it before starting anew.
-        await conn.exec_driver_sql("ROLLBACK")
-    await conn.exec_driver_sql("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        await conn.exec_driver_sql("ROLLBACK")
-        raise
-    await conn.exec_driver_sql("COMMIT")
-
-
-def _in_sqlite_transaction(conn: Connection) -> bool:
-    return bool(conn.connection.driver_connection.in_transaction)  # type: ignore[union-attr]
-
-
 class Database:
     """One provider's engine; created in `initialize()`, disposed in `close()`."""
 
@@ -109,7 +85,7 @@ class Database:
         rather than in SQLite's busy handler, which sleeps and retries, and no call pays
         for a pool checkout. Other processes still queue on the file lock (busy_timeout).
         """
-        if self.dialect_name == "sqlite" and self._shared is None:
+        if dialects.shares_one_connection(self.dialect_name) and self._shared is None:
             self._shared = await self._autocommit_engine.connect()
 
     @asynccontextmanager
@@ -128,7 +104,7 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A connection in a transaction that commits on success and rolls back on error."""
         if self._shared is not None:
-            async with self._turns, _sqlite_transaction(self._shared) as conn:
+            async with self._turns, dialects.sqlite_transaction(self._shared) as conn:
                 with _translated_errors():
                     yield conn
             return

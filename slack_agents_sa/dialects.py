@@ -6,6 +6,8 @@ Everything else builds portable statements and asks here for what differs.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import cache
 from typing import Any
 
@@ -188,6 +190,34 @@ def _parameters_size(parameters: Any) -> int:
         elif isinstance(value, bytes | bytearray):
             size += len(value)
     return size
+
+
+def shares_one_connection(dialect_name: str) -> bool:
+    """Whether a provider serves every call from one connection (SQLite; see Database.open)."""
+    return dialect_name == "sqlite"
+
+
+@asynccontextmanager
+async def sqlite_transaction(conn: AsyncConnection) -> AsyncIterator[AsyncConnection]:
+    """BEGIN IMMEDIATE ... COMMIT on SQLite's shared autocommit connection, ROLLBACK on error.
+
+    The connection is in autocommit mode (the sqlite3 module manages no transactions), so
+    these statements are the transaction. IMMEDIATE takes the write lock up front.
+    """
+    if await conn.run_sync(_in_sqlite_transaction):
+        # A call cancelled mid-ROLLBACK left one open: end it before starting anew.
+        await conn.exec_driver_sql("ROLLBACK")
+    await conn.exec_driver_sql("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        await conn.exec_driver_sql("ROLLBACK")
+        raise
+    await conn.exec_driver_sql("COMMIT")
+
+
+def _in_sqlite_transaction(conn: Connection) -> bool:
+    return bool(conn.connection.driver_connection.in_transaction)  # type: ignore[union-attr]
 
 
 def autocommit_options(dialect_name: str) -> dict[str, Any]:
