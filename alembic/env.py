@@ -13,10 +13,9 @@ import logging
 
 from alembic import context
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from slack_agents_sa import dialects
-from slack_agents_sa.migrate import VERSION_TABLE, only_ours
+from slack_agents_sa.database import make_engine
+from slack_agents_sa.migrate import VERSION_TABLE, only_ours, run_locked
 from slack_agents_sa.models import metadata
 from slack_agents_sa.settings import normalize_url, url_from_environment
 
@@ -51,16 +50,9 @@ async def _run_from_command_line() -> None:
     url = normalize_url(url_from_environment(x_arguments.get("url")))
     schema = x_arguments.get("schema")  # PostgreSQL: the provider's `schema` option
     log.info("Database: %s", url.render_as_string(hide_password=True))
-    engine = create_async_engine(url, **dialects.engine_options(url, {}, schema))
-    dialects.install_connection_hooks(engine)
+    engine = make_engine(url, schema=schema)
     try:
-        async with engine.begin() as conn:
-            await dialects.take_migration_lock(conn)
-            try:
-                await dialects.ensure_schema(conn, schema)
-                await conn.run_sync(_run_on)
-            finally:
-                await dialects.release_migration_lock(conn)
+        await run_locked(engine, _run_on, schema)
     finally:
         await engine.dispose()
 

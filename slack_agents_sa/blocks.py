@@ -12,6 +12,16 @@ from slack_agents_sa.models import Block, Message, ToolCall
 TOOL_USE = "tool_use"
 
 
+def in_history(block_type: str, content: dict[str, Any] | None) -> bool:
+    """Whether a block goes back to the LLM: not usage blocks, and of uploaded files only
+    images (an uploaded document's text is already a `user_text` block)."""
+    if block_type == "usage":
+        return False
+    if block_type == "user_file":
+        return content is not None and content.get("type") == "image"
+    return True
+
+
 #: The columns `block_content` needs, besides the message and block ids.
 _CONTENT_COLUMNS = (
     Block.block_type,

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from slack_agents_sa import dialects, migrate
+from slack_agents_sa import migrate
+from slack_agents_sa.database import make_engine
 from slack_agents_sa.errors import SlackAgentsSAError
 from slack_agents_sa.settings import (
     DEFAULT_URL,
@@ -98,10 +99,7 @@ def _say(message: str) -> None:
 
 
 async def _connected(url: URL, schema: str | None) -> tuple[AsyncEngine, AsyncConnection]:
-    engine = create_async_engine(
-        url, hide_parameters=True, **dialects.engine_options(url, {}, schema)
-    )
-    dialects.install_connection_hooks(engine)
+    engine = make_engine(url, schema=schema)
     try:
         return engine, await engine.connect()
     except Exception as error:

@@ -9,7 +9,7 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from slack_agents_sa import dialects
-from slack_agents_sa.blocks import TOOL_USE, block_content, blocks_of_conversation
+from slack_agents_sa.blocks import TOOL_USE, block_content, blocks_of_conversation, in_history
 from slack_agents_sa.database import UsesDatabase, insert_returning_id
 from slack_agents_sa.models import (
     NAME_LENGTH,
@@ -211,11 +211,11 @@ class ConversationMethods(UsesDatabase):
         if isinstance(size_bytes, bool) or not isinstance(size_bytes, int):
             raise TypeError(f"size_bytes must be an int, got {type(size_bytes).__name__}")
         # An uploaded document's text is already a user_text block: only images go back.
-        in_history = not is_user or content.get("type") == "image"
+        block_type = "user_file" if is_user else "file"
         return await self._append_block(
             message_id,
-            block_type="user_file" if is_user else "file",
-            in_history=in_history,
+            block_type=block_type,
+            in_history=in_history(block_type, content),
             content=content,
             filename=filename,
             mimetype=mimetype,
@@ -283,7 +283,9 @@ class ConversationMethods(UsesDatabase):
             "peak_single_call_input_tokens": peak_single_call_input_tokens,
             "estimated_cost_usd": estimated_cost_usd,
         }
-        await self._append_block(message_id, block_type="usage", in_history=False, content=usage)
+        await self._append_block(
+            message_id, block_type="usage", in_history=in_history("usage", usage), content=usage
+        )
 
     async def get_tool_call(self, tool_call_id: str) -> dict[str, Any] | None:
         check_text("tool_call_id", tool_call_id, NAME_LENGTH)

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from sqlalchemy import Insert
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -51,24 +52,43 @@ async def insert_returning_id(
     return int(key[0])
 
 
+def make_engine(
+    url: URL,
+    *,
+    schema: str | None = None,
+    echo: bool = False,
+    pool_options: dict[str, Any] | None = None,
+    pool_pre_ping: bool = False,
+) -> AsyncEngine:
+    """An engine set up as every part of this package wants it (provider, CLI, Alembic)."""
+    engine = create_async_engine(
+        url,
+        echo=echo,
+        pool_pre_ping=pool_pre_ping,
+        # Values (OAuth secrets among them) stay out of logs and exception messages.
+        hide_parameters=True,
+        json_serializer=dump_json,
+        # Every checkout ends its own transaction (statement() autocommits, transaction()
+        # commits or rolls back), so the pool's extra ROLLBACK per return is a wasted trip.
+        pool_reset_on_return=None,
+        **dialects.engine_options(url, pool_options or {}, schema),
+    )
+    dialects.install_connection_hooks(engine)
+    return engine
+
+
 class Database:
     """One provider's engine; created in `initialize()`, disposed in `close()`."""
 
     def __init__(self, settings: ProviderSettings) -> None:
         self.settings = settings
-        self.engine: AsyncEngine = create_async_engine(
+        self.engine = make_engine(
             settings.url,
+            schema=settings.db_schema,
             echo=settings.echo,
+            pool_options=settings.pool_options(),
             pool_pre_ping=settings.pool_pre_ping,
-            # Values (OAuth secrets among them) stay out of logs and exception messages.
-            hide_parameters=True,
-            json_serializer=dump_json,
-            # Every checkout ends its own transaction (statement() autocommits, transaction()
-            # commits or rolls back), so the pool's extra ROLLBACK per return is a wasted trip.
-            pool_reset_on_return=None,
-            **dialects.engine_options(settings.url, settings.pool_options(), settings.db_schema),
         )
-        dialects.install_connection_hooks(self.engine)
         self.dialect_name = self.engine.dialect.name
         self._autocommit_engine = self.engine.execution_options(
             **dialects.autocommit_options(self.dialect_name)

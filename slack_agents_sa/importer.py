@@ -23,6 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from tqdm import tqdm
 
 from slack_agents_sa import dialects
+from slack_agents_sa.blocks import in_history
+from slack_agents_sa.database import insert_returning_id
 from slack_agents_sa.errors import SlackAgentsSAError
 from slack_agents_sa.models import (
     Block,
@@ -324,15 +326,6 @@ class _PostgresSource(_Source):
         return grouped
 
 
-def _in_history(block: SourceBlock) -> bool:
-    """Our rule (docs/schema.md): no usage blocks, no uploaded non-image files."""
-    if block.block_type == "usage":
-        return False
-    if block.block_type == "user_file":
-        return bool(block.content) and block.content.get("type") == "image"  # type: ignore[union-attr]
-    return True
-
-
 class _Importer:
     def __init__(
         self, source: _Source, target: Provider, source_name: str, batch_size: int, progress: bool
@@ -426,9 +419,9 @@ class _Importer:
         conversations: dict[int, int],
         source_blocks: list[SourceBlock],
     ) -> None:
-        message_id = await _insert_id(
+        message_id = await insert_returning_id(
             conn,
-            table_of(Message),
+            insert(table_of(Message)),
             {
                 "conversation_id": conversations[row.conversation_id],
                 "user_id": row.user_id,
@@ -441,13 +434,13 @@ class _Importer:
         for block in source_blocks:
             source_file_id = await self._link(conn, self.source.file_kind, block.source_file_id)
             tool_block_id = await self._link(conn, self.source.tool_kind, block.tool_block_id)
-            block_id = await _insert_id(
+            block_id = await insert_returning_id(
                 conn,
-                table_of(Block),
+                insert(table_of(Block)),
                 {
                     "message_id": message_id,
                     "block_type": block.block_type,
-                    "in_history": _in_history(block),
+                    "in_history": in_history(block.block_type, block.content),
                     "content": block.content,
                     "filename": block.filename,
                     "mimetype": block.mimetype,
@@ -475,9 +468,9 @@ class _Importer:
                 for row in batch:
                     if row.id in done:
                         continue
-                    item_id = await _insert_id(
+                    item_id = await insert_returning_id(
                         conn,
-                        table_of(ListItem),
+                        insert(table_of(ListItem)),
                         {
                             "namespace": row.namespace,
                             "key": row.key,
@@ -524,12 +517,6 @@ class _Importer:
                     update = tuple(name for name in values if name not in (*keys, "created_at"))
                     stmt = dialects.upsert(conn.dialect.name, model, tuple(values), keys, update)
                     await conn.execute(stmt, values)
-
-
-async def _insert_id(conn: AsyncConnection, table: Any, values: dict[str, Any]) -> int:
-    key = (await conn.execute(insert(table), values)).inserted_primary_key
-    assert key is not None
-    return int(key[0])
 
 
 @asynccontextmanager

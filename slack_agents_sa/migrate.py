@@ -49,7 +49,7 @@ def current_revisions(connection: Connection) -> set[str]:
     return set(context.get_current_heads())
 
 
-async def _migrate_locked(
+async def run_locked(
     engine: AsyncEngine, step: Callable[[Connection], None], schema: str | None
 ) -> None:
     """Run an Alembic step in one transaction, holding the migration lock.
@@ -68,14 +68,14 @@ async def _migrate_locked(
 
 async def upgrade(engine: AsyncEngine, revision: str = "head", schema: str | None = None) -> None:
     """Migrate up to `revision`; concurrent callers queue on a lock and find nothing to do."""
-    await _migrate_locked(
+    await run_locked(
         engine, lambda connection: command.upgrade(alembic_config(connection), revision), schema
     )
 
 
 async def downgrade(engine: AsyncEngine, revision: str) -> None:
     """Migrate down to `revision` ("base" removes every table of ours)."""
-    await _migrate_locked(
+    await run_locked(
         engine, lambda connection: command.downgrade(alembic_config(connection), revision), None
     )
 
@@ -118,14 +118,25 @@ def is_ours(name: str | None, type_: str) -> bool:
     return name == VERSION_TABLE or name in OUR_TABLES
 
 
+def _table_name(obj: Any, name: str | None, type_: str) -> str | None:
+    """The table an Alembic schema object belongs to (itself, for a table)."""
+    return name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
+
+
 def only_ours(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
     """Alembic `include_object` of our environment: our tables and what belongs to them.
 
     A host app may add its tables to our shared `metadata`; they are its migrations'
     business, never ours.
     """
-    table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
+    table = _table_name(obj, name, type_)
     return table is None or is_ours(table, "table")
+
+
+def all_but_ours(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """Alembic `include_object` for a host app's environment: everything but our tables."""
+    table = _table_name(obj, name, type_)
+    return table is None or not is_ours(table, "table")
 
 
 async def require_head(engine: AsyncEngine) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from slack_agents_sa import Provider
-from slack_agents_sa.migrate import VERSION_TABLE, current_revisions, head_revisions, is_ours
+from slack_agents_sa.migrate import VERSION_TABLE, all_but_ours, current_revisions, head_revisions
 from slack_agents_sa.models import Base, metadata
 from slack_agents_sa.settings import normalize_url
 from tests.test_cli import run_cli
@@ -110,14 +110,7 @@ async def test_autogenerate_sees_exactly_the_app_table(empty_url: str) -> None:
 
 def _app_diffs(conn: Connection) -> list[Any]:
     """What the app's autogenerate would emit, filtered as its env.py filters."""
-
-    def include_object(
-        obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
-    ) -> bool:
-        table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
-        return not is_ours(table, "table")
-
-    context = MigrationContext.configure(conn, opts={"include_object": include_object})
+    context = MigrationContext.configure(conn, opts={"include_object": all_but_ours})
     return list(compare_metadata(context, Base.metadata))
 
 

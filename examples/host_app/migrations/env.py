@@ -3,31 +3,21 @@
 1. slack_agents_sa's migrations run first, to head, in their own version table
    (`slack_agents_sa_version`): the app's tables have foreign keys to ours.
 2. Then the app's own migrations, in `alembic_version`. Autogenerate compares only the
-   app's tables: ours are left out (`is_ours`), their drift is slack_agents_sa's business.
+   app's tables: ours are left out (`all_but_ours`), their drift is slack_agents_sa's business.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import host_app.models  # noqa: F401 - registers the app's tables on Base.metadata
-from slack_agents_sa.migrate import is_ours, run_our_migrations
+from slack_agents_sa.migrate import all_but_ours, run_our_migrations
 from slack_agents_sa.models import Base
 from slack_agents_sa.settings import normalize_url, url_from_environment
-
-
-def include_object(
-    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
-) -> bool:
-    if type_ == "table":
-        return not is_ours(name, type_)
-    table = getattr(obj, "table", None)
-    return table is None or not is_ours(table.name, "table")
 
 
 def _run(connection: Connection) -> None:
@@ -35,7 +25,7 @@ def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
-        include_object=include_object,
+        include_object=all_but_ours,
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():
