@@ -21,6 +21,7 @@ from tests.databases import (
     create_scratch_database,
     drop_scratch_database,
     empty_all_tables,
+    scratch_database,
 )
 
 #: Set by .ci/run: a skipped test is a failure there.
@@ -102,9 +103,5 @@ async def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     if backend is SQLITE_FILE:
         yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
         return
-    server = backend.server_url
-    url = await create_scratch_database(server)
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        await drop_scratch_database(server, url)
+    async with scratch_database(backend) as url:
+        yield url

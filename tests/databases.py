@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +85,17 @@ async def create_scratch_database(server: URL) -> URL:
     else:
         await _admin_execute(server, f'CREATE DATABASE "{name}"')
     return server.set(database=name)
+
+
+@asynccontextmanager
+async def scratch_database(backend: Backend) -> AsyncIterator[str]:
+    """The URL of a new, empty database on `backend`'s server, dropped afterwards."""
+    server = backend.server_url
+    url = await create_scratch_database(server)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        await drop_scratch_database(server, url)
 
 
 async def drop_scratch_database(server: URL, url: URL) -> None:

@@ -14,18 +14,14 @@ from slack_agents_sa.errors import ConfigError
 from slack_agents_sa.migrate import VERSION_TABLE
 from slack_agents_sa.models import OUR_TABLES
 from slack_agents_sa.settings import normalize_url
-from tests.databases import POSTGRES, create_scratch_database, drop_scratch_database
+from tests.databases import POSTGRES, scratch_database
 from tests.test_cli import run_cli
 
 
 @pytest.fixture
 async def postgres_empty() -> AsyncIterator[str]:
-    server = POSTGRES.server_url
-    url = await create_scratch_database(server)
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        await drop_scratch_database(server, url)
+    async with scratch_database(POSTGRES) as url:
+        yield url
 
 
 async def _tables(url: str) -> dict[str | None, set[str]]:
