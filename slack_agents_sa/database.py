@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-from sqlalchemy import Insert
+from sqlalchemy import Executable, Insert, Result
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -96,6 +96,8 @@ class Database:
         # SQLite: every call of this provider uses one connection, taking turns (see `open`).
         self._shared: AsyncConnection | None = None
         self._turns = asyncio.Lock()
+        # Calls still running on the database after their caller was cancelled (see `_shielded`).
+        self._calls: set[asyncio.Task[Any]] = set()
 
     async def open(self) -> None:
         """Get ready for calls (after migrations).
@@ -132,12 +134,55 @@ class Database:
             async with self.engine.begin() as conn:
                 yield conn
 
+    async def run[T](self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """`work` on a `statement()` connection, shielded from the caller's cancellation."""
+
+        async def in_statement() -> T:
+            async with self.statement() as conn:
+                return await work(conn)
+
+        return await self._shielded(in_statement())
+
+    async def run_transaction[T](self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """`work` in one `transaction()`, shielded from the caller's cancellation."""
+
+        async def in_transaction() -> T:
+            async with self.transaction() as conn:
+                return await work(conn)
+
+        return await self._shielded(in_transaction())
+
+    async def execute(self, stmt: Executable, values: dict[str, Any] | None = None) -> Result[Any]:
+        """Run one statement (it commits by itself); the result comes back fully buffered."""
+        return await self.run(lambda conn: conn.execute(stmt, values))
+
     async def insert_returning_id(self, stmt: Insert, values: dict[str, Any] | None = None) -> int:
         """Run a single-row INSERT on its own and return the new row's primary key."""
-        async with self.statement() as conn:
-            return await insert_returning_id(conn, stmt, values)
+        return await self.run(lambda conn: insert_returning_id(conn, stmt, values))
+
+    async def _shielded[T](self, call: Coroutine[Any, Any, T]) -> T:
+        """Run `call` in a task of its own that the caller's cancellation does not reach.
+
+        A cancelled caller gets CancelledError at once, while its statement runs to its end
+        on the database: interrupting a driver mid-protocol leaves a connection no one can
+        trust (SQLAlchemy then invalidates it, which on SQLite's one shared connection, and
+        above all in memory, would lose the provider), and a pooled connection abandoned
+        mid-call leaks. So a cancelled write is whole or absent, usually whole: the
+        contract lets callers assume neither. `dispose` waits for such calls.
+        """
+        task = asyncio.ensure_future(call)
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+        return await asyncio.shield(task)
+
+    async def settle(self) -> None:
+        """Wait until no call is running on the database for a caller that was cancelled."""
+        while self._calls:
+            await asyncio.wait(set(self._calls))
 
     async def dispose(self) -> None:
+        """Wait for calls still running for cancelled callers, then close every connection."""
+        await self.settle()
         shared, self._shared = self._shared, None
         if shared is not None:
             await shared.close()

@@ -87,8 +87,7 @@ class ExportMethods(UsesDatabase):
             stmt = stmt.where(
                 exists().where(Message.conversation_id == Conversation.id, *message_filters)
             )
-        async with self.db.statement() as conn:
-            rows = (await conn.execute(stmt)).mappings().all()
+        rows = (await self.db.execute(stmt)).mappings().all()
         return [dict(row) for row in rows]
 
     async def get_messages_with_blocks(self, conversation_id: int | str) -> list[dict[str, Any]]:
@@ -106,8 +105,7 @@ class ExportMethods(UsesDatabase):
             Block.size_bytes,
             Block.created_at.label("block_created_at"),
         )
-        async with self.db.statement() as conn:
-            rows = (await conn.execute(stmt)).all()
+        rows = (await self.db.execute(stmt)).all()
         messages: list[dict[str, Any]] = []
         for row in rows:
             if not messages or messages[-1]["id"] != row.message_id:

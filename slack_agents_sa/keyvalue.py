@@ -45,22 +45,19 @@ class KeyValueMethods(UsesDatabase):
 
     async def get(self, namespace: str, key: str) -> dict[str, Any] | None:
         _check_address(namespace, key)
-        async with self.db.statement() as conn:
-            result = await conn.execute(_GET, {"namespace": namespace, "key": key})
-            value: dict[str, Any] | None = result.scalar_one_or_none()
+        result = await self.db.execute(_GET, {"namespace": namespace, "key": key})
+        value: dict[str, Any] | None = result.scalar_one_or_none()
         return value
 
     async def set(self, namespace: str, key: str, value: dict[str, Any]) -> None:
         _check_address(namespace, key)
         check_dict("value", value)
         stmt = dialects.upsert(self.db.dialect_name, KeyValueEntry, *_SET_SHAPE)
-        async with self.db.statement() as conn:
-            await conn.execute(stmt, {"namespace": namespace, "key": key, "value": value})
+        await self.db.execute(stmt, {"namespace": namespace, "key": key, "value": value})
 
     async def delete(self, namespace: str, key: str) -> None:
         _check_address(namespace, key)
-        async with self.db.statement() as conn:
-            await conn.execute(_DELETE, {"namespace": namespace, "key": key})
+        await self.db.execute(_DELETE, {"namespace": namespace, "key": key})
 
     async def append(self, namespace: str, key: str, item: dict[str, Any]) -> str:
         _check_address(namespace, key)
@@ -70,9 +67,8 @@ class KeyValueMethods(UsesDatabase):
 
     async def get_list(self, namespace: str, key: str) -> list[dict[str, Any]]:
         _check_address(namespace, key)
-        async with self.db.statement() as conn:
-            rows = (await conn.execute(_GET_LIST, {"namespace": namespace, "key": key})).all()
-        return [_with_id(item_id, value) for item_id, value in rows]
+        rows = (await self.db.execute(_GET_LIST, {"namespace": namespace, "key": key})).all()
+        return [_with_id(row.id, row.value) for row in rows]
 
     async def query(self, namespace: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
         """Appended items in insertion order, then `set` values by key, that equal `filters`.
@@ -92,8 +88,7 @@ class KeyValueMethods(UsesDatabase):
             KeyValueEntry.namespace == namespace, *self._prefilter(KeyValueEntry.value, filters)
         )
         stmt = union_all(items, entries)
-        async with self.db.statement() as conn:
-            rows = (await conn.execute(stmt)).all()
+        rows = (await self.db.execute(stmt)).all()
         appended = sorted((row for row in rows if row.id is not None), key=lambda row: row.id)
         stored = sorted((row for row in rows if row.id is None), key=lambda row: row.key)
         results = [_with_id(row.id, row.value) for row in appended]

@@ -49,8 +49,7 @@ class OAuthMethods(UsesDatabase):
         stmt = select(*columns).where(
             OAuthToken.user_id == user_id, OAuthToken.server_id == server_id
         )
-        async with self.db.statement() as conn:
-            row = (await conn.execute(stmt)).mappings().first()
+        row = (await self.db.execute(stmt)).mappings().first()
         return None if row is None else OAuthTokenRow(**row)
 
     async def put_oauth_token(self, user_id: str, server_id: str, row: OAuthTokenRow) -> None:
@@ -61,8 +60,7 @@ class OAuthMethods(UsesDatabase):
         stmt = dialects.upsert(
             self.db.dialect_name, OAuthToken, tuple(values), ("user_id", "server_id"), _TOKEN_UPDATE
         )
-        async with self.db.statement() as conn:
-            await conn.execute(stmt, values)
+        await self.db.execute(stmt, values)
 
     async def delete_oauth_token(self, user_id: str, server_id: str) -> None:
         check_text("user_id", user_id, NAME_LENGTH)
@@ -70,8 +68,7 @@ class OAuthMethods(UsesDatabase):
         stmt = delete(OAuthToken).where(
             OAuthToken.user_id == user_id, OAuthToken.server_id == server_id
         )
-        async with self.db.statement() as conn:
-            await conn.execute(stmt)
+        await self.db.execute(stmt)
 
     async def get_oauth_client(self, server_id: str, redirect_uri: str) -> OAuthClientRow | None:
         check_text("server_id", server_id, NAME_LENGTH)
@@ -80,8 +77,7 @@ class OAuthMethods(UsesDatabase):
         stmt = select(*columns).where(
             OAuthClient.server_id == server_id, OAuthClient.redirect_uri == redirect_uri
         )
-        async with self.db.statement() as conn:
-            row = (await conn.execute(stmt)).mappings().first()
+        row = (await self.db.execute(stmt)).mappings().first()
         return None if row is None else OAuthClientRow(**row)
 
     async def put_oauth_client(
@@ -95,8 +91,7 @@ class OAuthMethods(UsesDatabase):
         stmt = dialects.upsert(
             self.db.dialect_name, OAuthClient, tuple(values), keys, _CLIENT_UPDATE
         )
-        async with self.db.statement() as conn:
-            await conn.execute(stmt, values)
+        await self.db.execute(stmt, values)
 
     async def delete_oauth_client(self, server_id: str, redirect_uri: str) -> None:
         check_text("server_id", server_id, NAME_LENGTH)
@@ -104,5 +99,4 @@ class OAuthMethods(UsesDatabase):
         stmt = delete(OAuthClient).where(
             OAuthClient.server_id == server_id, OAuthClient.redirect_uri == redirect_uri
         )
-        async with self.db.statement() as conn:
-            await conn.execute(stmt)
+        await self.db.execute(stmt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -32,6 +33,8 @@ class Provider(
             options["url"] = url
         self.settings = ProviderSettings.from_options(options)
         self._database: Database | None = None
+        # The start-up in progress: it runs to its end even if its caller is cancelled.
+        self._starting: asyncio.Task[None] | None = None
 
     @property
     def supports_export(self) -> bool:
@@ -41,10 +44,18 @@ class Provider(
     async def initialize(self) -> None:
         """Open the engine and bring the schema to head (or check it is, with `migrate: false`).
 
-        Calling it again on an open provider does nothing.
+        Calling it again on an open provider does nothing. Start-up is shielded from the
+        caller's cancellation, so a migration is never cut short: a cancelled `initialize()`
+        still leaves the provider open once start-up ends (or closed if it failed), and a
+        second `initialize()` meanwhile waits for the same start-up.
         """
         if self._database is not None:
             return
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        await asyncio.shield(self._starting)
+
+    async def _start(self) -> None:
         database = Database(self.settings)
         try:
             if self.settings.migrate:
@@ -55,6 +66,8 @@ class Provider(
         except BaseException:
             await database.dispose()
             raise
+        finally:
+            self._starting = None
         self._database = database
         logger.info(
             "slack_agents_sa storage ready (%s)",
@@ -62,7 +75,13 @@ class Provider(
         )
 
     async def close(self) -> None:
-        """Dispose of the engine and its connections; later calls raise ProviderClosedError."""
+        """Dispose of the engine and its connections; later calls raise ProviderClosedError.
+
+        A start-up still running is waited for first; the disposal itself is shielded, so a
+        cancelled `close()` still closes every connection.
+        """
+        if self._starting is not None:
+            await asyncio.wait({self._starting})
         database, self._database = self._database, None
         if database is not None:
-            await database.dispose()
+            await asyncio.shield(database.dispose())
