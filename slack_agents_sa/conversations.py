@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from slack_agents_sa import dialects
 from slack_agents_sa.blocks import TOOL_USE, block_content, blocks_of_conversation, in_history
@@ -36,8 +37,13 @@ _blocks = table_of(Block)
 _tool_calls = table_of(ToolCall)
 _heartbeats = table_of(Heartbeat)
 # Built once: on hot paths, building a statement costs more than running it.
-_HAS_CONVERSATION = select(_conversations.c.id).where(
+_FIND_CONVERSATION = select(_conversations.c.id, _conversations.c.channel_name).where(
     *(_conversations.c[name] == bindparam(name) for name in _CONVERSATION_KEYS)
+)
+_RENAME_CONVERSATION = (
+    update(_conversations)
+    .where(_conversations.c.id == bindparam("conversation_id"))
+    .values(channel_name=bindparam("new_channel_name"))
 )
 _INSERT_MESSAGE = insert(_messages)
 _INSERT_BLOCK = insert(_blocks)
@@ -114,24 +120,28 @@ class ConversationMethods(UsesDatabase):
     ) -> int:
         _check_thread(agent_name, channel_id, thread_id)
         check_optional_text("channel_name", channel_name, NAME_LENGTH)
-        values = {
-            "agent_name": agent_name,
-            "channel_id": channel_id,
-            "thread_id": thread_id,
-            "channel_name": channel_name,
-        }
-        # One round trip: insert, or refresh the channel name of the existing thread.
-        update = ("channel_name",) if channel_name else ()
-        async with self.db.statement() as conn:
-            return await dialects.upsert_returning_id(
-                conn, Conversation, values, _CONVERSATION_KEYS, update
+        thread = {"agent_name": agent_name, "channel_id": channel_id, "thread_id": thread_id}
+        # Every turn looks its thread up: one read, and a write only for a new channel name
+        # (an upsert would rewrite the row, and use up an id, on every turn).
+        found = (await self.db.execute(_FIND_CONVERSATION, thread)).first()
+        if found is not None:
+            if channel_name and channel_name != found.channel_name:
+                renamed = {"conversation_id": found.id, "new_channel_name": channel_name}
+                await self.db.execute(_RENAME_CONVERSATION, renamed)
+            return int(found.id)
+        # A new thread; should another writer create it first, its row's id comes back.
+        values = {**thread, "channel_name": channel_name}
+        refreshed = ("channel_name",) if channel_name else ()
+        return await self.db.run(
+            lambda conn: dialects.upsert_returning_id(
+                conn, Conversation, values, _CONVERSATION_KEYS, refreshed
             )
+        )
 
     async def has_conversation(self, agent_name: str, channel_id: str, thread_id: str) -> bool:
         _check_thread(agent_name, channel_id, thread_id)
         thread = {"agent_name": agent_name, "channel_id": channel_id, "thread_id": thread_id}
-        async with self.db.statement() as conn:
-            return (await conn.execute(_HAS_CONVERSATION, thread)).first() is not None
+        return (await self.db.execute(_FIND_CONVERSATION, thread)).first() is not None
 
     async def create_message(
         self,
@@ -163,8 +173,7 @@ class ConversationMethods(UsesDatabase):
         Usage blocks and uploaded non-image files are left out (`Block.in_history`).
         """
         conv_id = to_id("conversation_id", conversation_id)
-        async with self.db.statement() as conn:
-            rows = (await conn.execute(_HISTORY, {"conversation_id": conv_id})).all()
+        rows = (await self.db.execute(_HISTORY, {"conversation_id": conv_id})).all()
         history: list[tuple[int | str, list[dict[str, Any]]]] = []
         current_id: int | None = None
         blocks: list[dict[str, Any]] = []
@@ -248,17 +257,19 @@ class ConversationMethods(UsesDatabase):
         try:
             if dialects.supports_insert_ctes(self.db.dialect_name):
                 # One statement, so one round trip, and atomic by itself.
-                async with self.db.statement() as conn:
-                    values = {"message_id": msg_id, "created_at": utcnow(), **call}
-                    result = await conn.execute(_INSERT_TOOL_BLOCK_AND_CALL, values)
-                    return int(result.scalar_one())
-            block = {"message_id": msg_id, "block_type": TOOL_USE, "in_history": True}
-            async with self.db.transaction() as conn:
+                values = {"message_id": msg_id, "created_at": utcnow(), **call}
+                result = await self.db.execute(_INSERT_TOOL_BLOCK_AND_CALL, values)
+                return int(result.scalar_one())
+
+            async def block_and_call(conn: AsyncConnection) -> int:
+                block = {"message_id": msg_id, "block_type": TOOL_USE, "in_history": True}
                 block_id = await insert_returning_id(conn, _INSERT_BLOCK, block)
                 await conn.execute(_INSERT_TOOL_CALL, {"block_id": block_id, **call})
+                return block_id
+
+            return await self.db.run_transaction(block_and_call)
         except IntegrityError as error:
             raise _missing_parent("message_id", msg_id, error) from None
-        return block_id
 
     async def append_usage_block(
         self,
@@ -289,8 +300,7 @@ class ConversationMethods(UsesDatabase):
 
     async def get_tool_call(self, tool_call_id: str) -> dict[str, Any] | None:
         check_text("tool_call_id", tool_call_id, NAME_LENGTH)
-        async with self.db.statement() as conn:
-            row = (await conn.execute(_GET_TOOL_CALL, {"tool_call_id": tool_call_id})).first()
+        row = (await self.db.execute(_GET_TOOL_CALL, {"tool_call_id": tool_call_id})).first()
         if row is None:
             return None
         return {
@@ -310,14 +320,12 @@ class ConversationMethods(UsesDatabase):
             )
         stmt = dialects.upsert(self.db.dialect_name, Heartbeat, *_HEARTBEAT_SHAPE)
         values = {"agent_name": agent_name, "last_ping_pong_time": float(last_ping_pong_time)}
-        async with self.db.statement() as conn:
-            await conn.execute(stmt, values)
+        await self.db.execute(stmt, values)
 
     async def get_heartbeat(self, agent_name: str) -> dict[str, Any] | None:
         check_text("agent_name", agent_name, NAME_LENGTH)
-        async with self.db.statement() as conn:
-            result = await conn.execute(_GET_HEARTBEAT, {"agent_name": agent_name})
-            value = result.scalar_one_or_none()
+        result = await self.db.execute(_GET_HEARTBEAT, {"agent_name": agent_name})
+        value = result.scalar_one_or_none()
         return None if value is None else {"last_ping_pong_time": float(value)}
 
     async def _append_block(self, message_id: int | str, **values: Any) -> int:

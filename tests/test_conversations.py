@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from slack_agents_sa import Provider
 
@@ -227,3 +229,31 @@ async def test_heartbeat_float_round_trips_exactly(provider: Provider, moment: f
 async def test_heartbeat_rejects_non_numbers(provider: Provider) -> None:
     with pytest.raises(TypeError, match="last_ping_pong_time must be a float"):
         await provider.upsert_heartbeat("bot", "now")  # type: ignore[arg-type]
+
+
+async def test_looking_up_an_existing_thread_is_one_read_and_writes_nothing(
+    provider: Provider,
+) -> None:
+    """Every turn looks its thread up: that must not rewrite the row or use up an id."""
+    first = await provider.get_or_create_conversation("bot", "C1", "1.1", "general")
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement.lstrip().split()[0].upper())
+
+    engine = provider.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        for _ in range(5):
+            assert await provider.get_or_create_conversation("bot", "C1", "1.1", "general") == first
+            assert await provider.get_or_create_conversation("bot", "C1", "1.1") == first
+        assert statements == ["SELECT"] * 10
+        statements.clear()
+        assert await provider.get_or_create_conversation("bot", "C1", "1.1", "renamed") == first
+        assert statements == ["SELECT", "UPDATE"]
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    # No id was used up by the lookups: the next thread gets the next id.
+    assert await provider.get_or_create_conversation("bot", "C1", "1.2") == first + 1
+    [renamed, _] = await provider.get_conversations_for_export("bot")
+    assert renamed["channel_name"] == "renamed"
