@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from slack_agents_sa.database import make_engine
 from slack_agents_sa.migrate import VERSION_TABLE, only_ours, run_locked
 from slack_agents_sa.models import metadata
-from slack_agents_sa.settings import normalize_url, url_from_environment
+from slack_agents_sa.settings import check_schema, normalize_url, safe_url, url_from_environment
 
 config = context.config
 if config.config_file_name is not None:
@@ -49,7 +49,12 @@ async def _run_from_command_line() -> None:
     x_arguments = context.get_x_argument(as_dictionary=True)
     url = normalize_url(url_from_environment(x_arguments.get("url")))
     schema = x_arguments.get("schema")  # PostgreSQL: the provider's `schema` option
-    log.info("Database: %s", url.render_as_string(hide_password=True))
+    if schema is not None:
+        try:
+            check_schema(url, schema)
+        except ValueError as error:
+            raise SystemExit(f"-x schema {error}") from None
+    log.info("Database: %s", safe_url(url))
     engine = make_engine(url, schema=schema)
     try:
         await run_locked(engine, _run_on, schema)

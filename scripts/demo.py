@@ -15,7 +15,7 @@ from typing import Any
 from slack_agents.conversations import ConversationManager
 
 from slack_agents_sa import Provider
-from slack_agents_sa.settings import url_from_environment
+from slack_agents_sa.settings import safe_url, url_from_environment
 
 
 async def _one_turn(cm: ConversationManager, conversation_id: int | str) -> str:
@@ -65,7 +65,7 @@ async def main() -> None:
         await storage.upsert_heartbeat("incident-bot", time.time())
         await storage.set("a2a_tasks", "task-1", {"task_id": "task-1", "state": "working"})
 
-        print(f"Stored in {storage.settings.url.render_as_string(hide_password=True)}")
+        print(f"Stored in {safe_url(storage.settings.url)}")
         _show("conversation", (await cm.get_conversations_for_export("incident-bot"))[-1])
         _show("messages with blocks", await cm.get_messages_with_blocks(conversation_id))
         history = await cm.get_messages(conversation_id)

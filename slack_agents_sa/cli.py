@@ -24,9 +24,10 @@ from slack_agents_sa.database import make_engine
 from slack_agents_sa.errors import SlackAgentsSAError
 from slack_agents_sa.settings import (
     DEFAULT_URL,
-    SCHEMA_NAME_PATTERN,
     URL_ENV_VAR,
+    check_schema,
     normalize_url,
+    safe_url,
 )
 
 EXIT_OK = 0
@@ -47,7 +48,11 @@ class UsageError(SlackAgentsSAError):
 
 
 def _env_substituted(text: str) -> str:
-    """config.yaml's `{VAR}` placeholders, replaced as the host replaces them."""
+    """config.yaml's `{VAR}` placeholders, replaced as the host replaces them.
+
+    As slack_agents.config does: whole-line comments are blanked first (a commented-out
+    `# url: "{OLD_URL}"` needs no OLD_URL), then every `{VAR}` left must be set.
+    """
 
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -55,7 +60,8 @@ def _env_substituted(text: str) -> str:
             raise UsageError(f"config.yaml uses {{{name}}}, but {name} is not set")
         return os.environ[name]
 
-    return re.sub(r"\{([A-Z_][A-Z0-9_]*)\}", value, text)
+    uncommented = re.sub(r"(?m)^(\s*)#.*$", r"\1", text)
+    return re.sub(r"\{([A-Z_][A-Z0-9_]*)\}", value, uncommented)
 
 
 def url_from_config(path: Path) -> str:
@@ -67,8 +73,13 @@ def url_from_config(path: Path) -> str:
         data = yaml.safe_load(_env_substituted(config_file.read_text(encoding="utf-8")))
     except OSError as error:
         raise UsageError(f"cannot read {config_file}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise UsageError(f"{config_file} is not valid YAML: {error}") from None
+    except yaml.MarkedYAMLError as error:
+        # Not str(error): it quotes the offending line, which may hold a password.
+        line = f"line {error.problem_mark.line + 1}: " if error.problem_mark else ""
+        problem = error.problem or "malformed"
+        raise UsageError(f"{config_file} is not valid YAML ({line}{problem})") from None
+    except yaml.YAMLError:
+        raise UsageError(f"{config_file} is not valid YAML") from None
     storage = (data or {}).get("storage") if isinstance(data, dict) else None
     if not isinstance(storage, dict) or storage.get("type") != PROVIDER_TYPE:
         raise UsageError(f"{config_file} has no `storage:` with `type: {PROVIDER_TYPE}`")
@@ -104,7 +115,7 @@ async def _connected(url: URL, schema: str | None) -> tuple[AsyncEngine, AsyncCo
         return engine, await engine.connect()
     except Exception as error:
         await engine.dispose()
-        raise _Unreachable(f"cannot connect to {url.render_as_string()}: {error}") from None
+        raise _Unreachable(f"cannot connect to {safe_url(url)}: {error}") from None
 
 
 class _Unreachable(SlackAgentsSAError):
@@ -227,11 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Command = args.run
     try:
         url = resolve_url(args)
-        if args.schema is not None and (
-            url.get_backend_name() != "postgresql" or not re.match(SCHEMA_NAME_PATTERN, args.schema)
-        ):
-            raise UsageError("--schema takes a lower-case PostgreSQL schema name")
-        _say(f"database: {url.render_as_string(hide_password=True)}")
+        if args.schema is not None:
+            try:
+                check_schema(url, args.schema)
+            except ValueError as error:
+                raise UsageError(f"--schema {error}") from None
+        _say(f"database: {safe_url(url)}")
         return asyncio.run(run(url, args))
     except UsageError as error:
         _say(f"error: {error}")

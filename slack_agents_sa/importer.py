@@ -40,6 +40,7 @@ from slack_agents_sa.models import (
     table_of,
 )
 from slack_agents_sa.provider import Provider
+from slack_agents_sa.settings import safe_url
 
 
 class ImportSourceError(SlackAgentsSAError):
@@ -545,7 +546,7 @@ async def import_database(
     """Copy `source` (a built-in provider's database) into `target` (migrated to head first)."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    name = source.render_as_string(hide_password=True)
+    name = safe_url(source)
     storage = Provider(url=target.render_as_string(hide_password=False))
     await storage.initialize()
     try:

@@ -14,7 +14,7 @@ from slack_agents_sa.database import Database
 from slack_agents_sa.export import ExportMethods
 from slack_agents_sa.keyvalue import KeyValueMethods
 from slack_agents_sa.oauth import OAuthMethods
-from slack_agents_sa.settings import ProviderSettings
+from slack_agents_sa.settings import ProviderSettings, safe_url
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Provider(
         self._database = database
         logger.info(
             "slack_agents_sa storage ready (%s)",
-            self.settings.url.render_as_string(hide_password=True),
+            safe_url(self.settings.url),
         )
 
     async def close(self) -> None:

@@ -1,9 +1,12 @@
-"""The provider's options: one pydantic model, and URL normalisation to async drivers."""
+"""The provider's options: one pydantic model, URL normalisation to async drivers, safe_url."""
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote_plus
 
 from pydantic import (
     BaseModel,
@@ -21,8 +24,10 @@ from slack_agents_sa.errors import ConfigError
 #: Where the embedded default keeps its data: a SQLite file in the working directory.
 DEFAULT_URL = "sqlite+aiosqlite:///slack_agents_sa.db"
 
-#: A PostgreSQL schema name we accept: lower case, so it never needs quoting.
-SCHEMA_NAME_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
+#: A PostgreSQL schema name we accept: lower case, so it never needs quoting, and not `pg_...`
+#: (PostgreSQL reserves those). `\Z`, not `$`:
+#: `$` also matches before a trailing newline, which would let "tenant\n" through.
+SCHEMA_NAME = re.compile(r"\A(?!pg_)[a-z_][a-z0-9_]{0,62}\Z")
 
 #: Environment variable the CLI tools (alembic, the demo) read the URL from.
 URL_ENV_VAR = "SLACK_AGENTS_SA_URL"
@@ -39,21 +44,69 @@ _ASYNC_DRIVERS = {
 # The pip extra of ours that brings an optional driver module.
 _DRIVER_EXTRAS = {"asyncmy": "mysql", "aiomysql": "aiomysql", "pymysql": "aiomysql"}
 
+# Query parameters whose values are credentials (password=, sslpassword=, token=, api_key=, ...).
+_SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token|api_?key|credential", re.IGNORECASE)
+
+# `user:password@rest` as SQLAlchemy splits a URL: the password ends at the first '@', so
+# an '@' in `rest` means a password with an unescaped '@', whose tail SQLAlchemy would read
+# as the host (or port, or database) and show.
+_PASSWORD_AND_REST = re.compile(r"(?P<user>[^:/]*):[^@]*@(?P<rest>.*)", re.DOTALL)
+
+
+def _stray_at(text: str) -> re.Match[str] | None:
+    """`_PASSWORD_AND_REST` of a URL whose password is followed by another '@', else None."""
+    found = _PASSWORD_AND_REST.match(text.partition("://")[2])
+    return found if found is not None and "@" in found["rest"] else None
+
+
+def safe_url(url: URL | str) -> str:
+    """`url` as text fit for a log or an error: password and credential parameters as `***`.
+
+    Past a password with an unescaped '@' (which `normalize_url` refuses) only the scheme and
+    user name are shown: where the password ends cannot be told.
+    """
+    if isinstance(url, str):
+        scheme, has_scheme, _ = url.partition("://")
+        if stray := _stray_at(url):
+            return f"{scheme}://{stray['user']}:***@***"
+        try:
+            url = make_url(url)
+        except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+            return f"{scheme}://***" if has_scheme else "***"
+    elif url.password is not None and "@" in f"{url.host or ''}{url.database or ''}":
+        # make_url() of such text: the password's tail is now in the host or the database.
+        return f"{url.drivername}://{url.username}:***@***"
+    # Rendered by hand: SQLAlchemy would percent-encode the `***` of a masked value.
+    shown = url.set(query={}).render_as_string(hide_password=True)
+    parameters = [
+        f"{quote_plus(name)}={'***' if _SECRET_PARAMETER.search(name) else quote_plus(value)}"
+        for name, values in url.query.items()
+        for value in ((values,) if isinstance(values, str) else values)
+    ]
+    return f"{shown}?{'&'.join(parameters)}" if parameters else shown
+
 
 def normalize_url(raw: str) -> URL:
     """Parse a database URL and give plain `postgresql://`-style schemes their async driver.
 
     Raises ValueError naming what is wrong (never echoing a password).
     """
+    if _stray_at(raw):
+        raise ValueError(
+            "the database URL has an '@' after the one that ends its password: "
+            "percent-encode an '@' in the password (or anywhere after it) as %40"
+        )
     try:
         url = make_url(raw)
     except ArgumentError:
         raise ValueError(
             "not a database URL; expected e.g. 'sqlite:///agents.db' or 'postgresql://user@host/db'"
         ) from None
+    except ValueError:  # SQLAlchemy's int() of the port, whose message would echo it
+        raise ValueError("the port in the database URL is not a number") from None
     drivername = _ASYNC_DRIVERS.get(url.drivername, url.drivername)
     url = url.set(drivername=drivername)
-    shown = url.render_as_string(hide_password=True)
+    shown = safe_url(url)
     try:
         dialect_cls = url.get_dialect()
     except NoSuchModuleError:
@@ -81,11 +134,27 @@ def normalize_url(raw: str) -> URL:
     return url
 
 
+def check_schema(url: URL, schema: str) -> None:
+    """ValueError (to follow the option's name) unless `schema` suits the `schema` option."""
+    if not SCHEMA_NAME.match(schema):
+        raise ValueError(
+            "must be a lower-case PostgreSQL schema name: a-z, 0-9 and _, "
+            "at most 63 characters, not starting with a digit or pg_"
+        )
+    if url.get_backend_name() != "postgresql":
+        raise ValueError(f"is supported on PostgreSQL only (this URL is {url.get_backend_name()})")
+
+
 class ProviderSettings(BaseModel):
     """Options accepted under `storage:` in an agent's config.yaml (besides `type`)."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, arbitrary_types_allowed=True, populate_by_name=True
+        extra="forbid",
+        frozen=True,
+        arbitrary_types_allowed=True,
+        populate_by_name=True,
+        # pydantic's own error text would quote the input: the URL, password and all.
+        hide_input_in_errors=True,
     )
 
     url: URL = Field(default_factory=lambda: normalize_url(DEFAULT_URL))
@@ -101,16 +170,21 @@ class ProviderSettings(BaseModel):
     pool_pre_ping: bool = False
     #: PostgreSQL only: keep our tables (and our version table) in this schema, created if
     #: missing. Lets several agents, or a host app, share one database without sharing tables.
-    db_schema: str | None = Field(default=None, alias="schema", pattern=SCHEMA_NAME_PATTERN)
+    db_schema: str | None = Field(default=None, alias="schema", pattern=SCHEMA_NAME)
 
     @model_validator(mode="after")
     def _schema_needs_postgresql(self) -> ProviderSettings:
-        if self.db_schema is not None and self.url.get_backend_name() != "postgresql":
-            raise ValueError(
-                "option 'schema' is supported on PostgreSQL only "
-                f"(this URL is {self.url.get_backend_name()})"
-            )
+        if self.db_schema is not None:
+            try:
+                check_schema(self.url, self.db_schema)
+            except ValueError as error:
+                raise ValueError(f"option 'schema' {error}") from None
         return self
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # repr() and str() of the settings show the URL as `safe_url` does.
+        for name, value in super().__repr_args__():
+            yield name, safe_url(value) if name == "url" else value
 
     @field_validator("url", mode="before")
     @classmethod

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from slack_agents_sa.types import SURROGATES
+
+# How str() writes an int of at most 19 digits; re's [0-9], unlike \d and str.isdigit,
+# is ASCII only.
+_ID_TEXT = re.compile(r"0|-?[1-9][0-9]{0,18}")
+# Ids are BIGINT columns; a larger int would fail in the driver (OverflowError on SQLite).
+_ID_MIN, _ID_MAX = -(2**63), 2**63 - 1
 
 
 def check_text(
@@ -51,16 +58,23 @@ def check_dict(name: str, value: Any) -> dict[str, Any]:
 
 
 def to_id(name: str, value: Any) -> int:
-    """A row id given as int or decimal str (the host passes both), else an error naming `name`."""
+    """A row id given as an int or a decimal str (the host passes both), else an error naming it.
+
+    A str must be written as `str(int)` writes it: an optional "-" and ASCII digits (no "+",
+    no spaces, no leading zeros, no other scripts' digits); the id must fit in 64 bits.
+    """
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an int or a str of digits, got bool")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
     if isinstance(value, str):
-        raise ValueError(f"{name} must be an integer id, got {value!r}")
-    raise TypeError(f"{name} must be an int or a str of digits, got {type(value).__name__}")
+        # At most 19 digits: int() of 4,301 or more would fail with its own message.
+        if not _ID_TEXT.fullmatch(value):
+            raise ValueError(f"{name} must be an integer id as str(int) writes it: -?[0-9]+")
+        value = int(value)
+    if not isinstance(value, int):
+        raise TypeError(f"{name} must be an int or a str of digits, got {type(value).__name__}")
+    if not _ID_MIN <= value <= _ID_MAX:
+        raise ValueError(f"{name} is outside the range of a 64-bit id")
+    return value
 
 
 def to_optional_id(name: str, value: Any) -> int | None:

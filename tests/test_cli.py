@@ -99,3 +99,83 @@ def test_a_config_without_our_storage_type_is_a_usage_error(tmp_path: Path) -> N
     result = run_cli("--config", str(config), "check")
     assert result.returncode == cli.EXIT_USAGE
     assert "type: slack_agents_sa" in result.stderr
+
+
+def test_placeholders_in_comment_lines_need_no_variable(tmp_path: Path) -> None:
+    # As the host reads config.yaml: whole-line comments go before `{VAR}`s are filled.
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "storage:\n"
+        "  type: slack_agents_sa\n"
+        '# url: "{OLD_AGENT_DB_URL}"\n'
+        '    # url: "{OLDER_AGENT_DB_URL}"\n'
+        '  url: "{AGENT_DB_URL}"\n',
+        encoding="utf-8",
+    )
+    url = f"sqlite:///{tmp_path / 'agents.db'}"
+    result = run_cli("--config", str(config), "upgrade", env={"AGENT_DB_URL": url})
+    assert result.returncode == cli.EXIT_OK, result.stderr
+    assert f"database: sqlite+aiosqlite:///{tmp_path / 'agents.db'}" in result.stderr
+
+    config.write_text(
+        'storage:\n  type: slack_agents_sa\n  url: "{AGENT_DB_URL}"  # was {OLD_AGENT_DB_URL}\n',
+        encoding="utf-8",
+    )  # a comment after a value is not blanked, by the host either
+    result = run_cli("--config", str(config), "check", env={"AGENT_DB_URL": url})
+    assert result.returncode == cli.EXIT_USAGE
+    assert "uses {OLD_AGENT_DB_URL}, but OLD_AGENT_DB_URL is not set" in result.stderr
+
+
+def test_invalid_yaml_is_reported_without_quoting_the_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "storage:\n  type: slack_agents_sa\n  url: postgresql://u:hunter2@h/d: x\n",
+        encoding="utf-8",
+    )
+    result = run_cli("--config", str(config), "check")
+    assert result.returncode == cli.EXIT_USAGE
+    assert "is not valid YAML (line 3: mapping values are not allowed here)" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "schema", "message"),
+    [
+        ("postgresql://u@127.0.0.1:9/db", "tenant\n", "--schema must be a lower-case"),
+        ("postgresql://u@127.0.0.1:9/db", "bad name", "--schema must be a lower-case"),
+        ("sqlite://", "tenant", "--schema is supported on PostgreSQL only (this URL is sqlite)"),
+    ],
+)
+def test_bad_schema_arguments_are_usage_errors(
+    url: str, schema: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["--url", url, "--schema", schema, "check"]) == cli.EXIT_USAGE
+    assert capsys.readouterr().err.startswith(f"error: {message}")
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        ("bad name", "-x schema must be a lower-case PostgreSQL schema name"),
+        ("tenant\n", "-x schema must be a lower-case PostgreSQL schema name"),
+        ("tenant", "-x schema is supported on PostgreSQL only (this URL is sqlite)"),
+    ],
+)
+def test_alembic_refuses_a_bad_schema_argument(tmp_path: Path, schema: str, message: str) -> None:
+    database = tmp_path / "agents.db"
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("alembic")),
+            *("-x", f"url=sqlite:///{database}", "-x", f"schema={schema}"),
+            *("upgrade", "head"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,  # alembic.ini
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not database.exists()  # refused before connecting

@@ -51,6 +51,8 @@ def test_unknown_option_is_named() -> None:
             "postgresql+psycopg_async://u@h/d",
             "driver 'psycopg_async' .* not installed: pip install psycopg$",
         ),
+        ("postgresql://u:p@ss@h/d", "percent-encode an '@' in the password .* as %40$"),
+        ("postgresql://u@h:54x/d", "the port in the database URL is not a number"),
     ],
 )
 def test_bad_urls_give_one_clear_error(url: str, message: str) -> None:
@@ -78,3 +80,12 @@ def test_option_values_are_validated_and_strings_coerced() -> None:
 
 def test_config_error_is_a_value_error() -> None:
     assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "schema", ["tenant\n", "Tenant", "1tenant", "ten-ant", "", "a" * 64, "tenant; DROP"]
+)
+def test_schema_option_takes_lower_case_names_only(schema: str) -> None:
+    with pytest.raises(ConfigError, match="option 'schema'"):
+        Provider(url="postgresql://u@h/db", schema=schema)
+    assert Provider(url="postgresql://u@h/db", schema="a" * 63).settings.db_schema == "a" * 63
