@@ -64,7 +64,7 @@ def make_engine(
     engine = create_async_engine(
         url,
         echo=echo,
-        pool_pre_ping=pool_pre_ping,
+        pool_pre_ping=pool_pre_ping or dialects.needs_pre_ping(url),
         # Values (OAuth secrets among them) stay out of logs and exception messages.
         hide_parameters=True,
         json_serializer=dump_json,

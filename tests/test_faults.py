@@ -4,80 +4,159 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from slack_agents_sa import Provider
 from slack_agents_sa.errors import ConnectionLostError, ProviderClosedError
-from tests.databases import POSTGRES
+from tests.databases import MYSQL, MYSQL_AIOMYSQL, POSTGRES, Backend, empty_all_tables
+
+SERVERS = [POSTGRES, MYSQL, MYSQL_AIOMYSQL]
+
+
+@pytest.fixture(params=SERVERS, ids=lambda backend: backend.name)
+def server_url(request: pytest.FixtureRequest, server_databases: dict[Backend, URL]) -> URL:
+    """The run's scratch database on each server backend (made outside the event loop)."""
+    url = server_databases[request.param]
+    asyncio.run(empty_all_tables(url))
+    return url
 
 
 @pytest.fixture
-def postgres_url(server_databases: dict[Any, URL]) -> URL:
-    """The run's scratch PostgreSQL database (made outside the event loop)."""
-    return server_databases[POSTGRES]
-
-
-@pytest.fixture
-async def postgres_provider(postgres_url: URL) -> AsyncIterator[tuple[Provider, URL]]:
-    url = postgres_url
-    storage = Provider(url=url.render_as_string(hide_password=False))
+async def server_provider(server_url: URL) -> AsyncIterator[tuple[Provider, URL]]:
+    storage = Provider(url=server_url.render_as_string(hide_password=False))
     await storage.initialize()
     try:
-        yield storage, url
+        yield storage, server_url
     finally:
         await storage.close()
 
 
+def _is_mysql(url: URL) -> bool:
+    return url.get_backend_name() in ("mysql", "mariadb")
+
+
+def _admin_url(url: URL) -> URL:
+    # One admin driver per server: the same database, reached independently of the provider.
+    return url.set(drivername="mysql+asyncmy") if _is_mysql(url) else url
+
+
 async def _admin(url: URL, statement: str, **params: Any) -> list[Any]:
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    engine = create_async_engine(_admin_url(url), isolation_level="AUTOCOMMIT")
     try:
         async with engine.connect() as conn:
-            return list((await conn.execute(text(statement), params)).all())
+            result = await conn.execute(text(statement), params)
+            return list(result.all()) if result.returns_rows else []
     finally:
         await engine.dispose()
 
 
+async def _other_sessions(url: URL) -> list[int]:
+    """Server-side ids of every other session on the test database."""
+    if _is_mysql(url):
+        statement = (
+            "SELECT id FROM information_schema.processlist "
+            "WHERE db = :database AND id <> CONNECTION_ID()"
+        )
+    else:
+        statement = (
+            "SELECT pid FROM pg_stat_activity WHERE datname = :database AND pid <> pg_backend_pid()"
+        )
+    return [row[0] for row in await _admin(url, statement, database=url.database)]
+
+
+async def _kill(url: URL, session_id: int) -> None:
+    if _is_mysql(url):
+        await _admin(url, f"KILL {int(session_id)}")  # KILL takes no bound parameter
+    else:
+        await _admin(url, "SELECT pg_terminate_backend(:pid)", pid=session_id)
+
+
 async def _kill_connections(url: URL) -> int:
-    """pg_terminate_backend every other session on the database (what a restart does)."""
-    killed = await _admin(
-        url,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE datname = :database AND pid <> pg_backend_pid()",
-        database=url.database,
-    )
+    """Kill every other session on the database (what a server restart does to clients)."""
+    sessions = await _other_sessions(url)
+    for session_id in sessions:
+        await _kill(url, session_id)
     await asyncio.sleep(0.2)  # let the clients see their sockets close
-    return len(killed)
+    return len(sessions)
+
+
+async def _session_waiting_on_a_lock(url: URL) -> int | None:
+    if _is_mysql(url):
+        statement = (
+            "SELECT id FROM information_schema.processlist WHERE db = :database "
+            "AND id <> CONNECTION_ID() AND state LIKE '%lock%'"
+        )
+    else:
+        statement = (
+            "SELECT pid FROM pg_stat_activity WHERE datname = :database "
+            "AND wait_event_type = 'Lock'"
+        )
+    waiting = await _admin(url, statement, database=url.database)
+    return waiting[0][0] if waiting else None
+
+
+async def _lock_table(conn: AsyncConnection, table: str) -> None:
+    """Hold `table` on `conn`, so writes to it from elsewhere wait on the server."""
+    if conn.dialect.name in ("mysql", "mariadb"):
+        await conn.execute(text(f"LOCK TABLES {table} WRITE"))
+    else:
+        await conn.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
 
 
 async def test_the_next_call_after_every_connection_is_killed_succeeds(
-    postgres_provider: tuple[Provider, URL],
+    server_provider: tuple[Provider, URL],
 ) -> None:
-    storage, url = postgres_provider
+    storage, url = server_provider
     await storage.set("ns", "before", {"v": 1})
+    conversation_id, message_id = await _thread(storage)
     await asyncio.gather(*(storage.get("ns", "before") for _ in range(5)))  # fill the pool
     assert await _kill_connections(url) >= 1
     assert await storage.get("ns", "before") == {"v": 1}
     await storage.set("ns", "after", {"v": 2})
     assert await storage.get("ns", "after") == {"v": 2}
+    # A transaction (two statements on MySQL) after the kill too.
+    assert await _kill_connections(url) >= 1
+    await storage.append_tool_block(
+        message_id,
+        tool_call_id="toolu_after_kill",
+        tool_name="t",
+        tool_input={},
+        tool_output="",
+        is_error=False,
+    )
+    assert await storage.get_tool_call("toolu_after_kill") is not None
+    # Several calls at once after a kill: every pooled connection was dead.
+    await asyncio.gather(*(storage.get("ns", "before") for _ in range(5)))
+    assert await _kill_connections(url) >= 1
+    results = await asyncio.gather(*(storage.get("ns", "before") for _ in range(8)))
+    assert results == [{"v": 1}] * 8
+    assert await storage.get_message_blocks(conversation_id) != []
+
+
+async def _thread(storage: Provider) -> tuple[int, int]:
+    conversation_id = await storage.get_or_create_conversation("bot", "C1", "1.1")
+    message_id = await storage.create_message(conversation_id, "U1", "Ann", "ann")
+    return conversation_id, message_id
 
 
 async def test_a_call_in_flight_when_its_connection_dies_fails_clearly_and_writes_nothing(
-    postgres_provider: tuple[Provider, URL],
+    server_provider: tuple[Provider, URL],
 ) -> None:
-    storage, url = postgres_provider
-    conversation_id = await storage.get_or_create_conversation("bot", "C1", "1.1")
-    message_id = await storage.create_message(conversation_id, "U1", "Ann", "ann")
-    engine = create_async_engine(url)
+    storage, url = server_provider
+    conversation_id, message_id = await _thread(storage)
+    engine = create_async_engine(_admin_url(url))
     try:
         async with engine.connect() as locker:
             # Hold the tool-call table, so the call below waits in flight on the server.
-            await locker.execute(text("LOCK TABLE agents_tool_calls IN ACCESS EXCLUSIVE MODE"))
+            await _lock_table(locker, "agents_tool_calls")
             call = asyncio.create_task(
                 storage.append_tool_block(
                     message_id,
@@ -88,18 +167,14 @@ async def test_a_call_in_flight_when_its_connection_dies_fails_clearly_and_write
                     is_error=False,
                 )
             )
+            waiting = None
             for _ in range(100):
-                waiting = await _admin(
-                    url,
-                    "SELECT pid FROM pg_stat_activity WHERE datname = :database "
-                    "AND wait_event_type = 'Lock'",
-                    database=url.database,
-                )
-                if waiting:
+                waiting = await _session_waiting_on_a_lock(url)
+                if waiting is not None:
                     break
                 await asyncio.sleep(0.05)
-            assert waiting, "the call never reached the server"
-            await _admin(url, "SELECT pg_terminate_backend(:pid)", pid=waiting[0][0])
+            assert waiting is not None, "the call never reached the server"
+            await _kill(url, waiting)
             with pytest.raises(ConnectionLostError, match="took effect entirely or not at all"):
                 await call
             await locker.rollback()
@@ -108,6 +183,8 @@ async def test_a_call_in_flight_when_its_connection_dies_fails_clearly_and_write
     assert await storage.get_message_blocks(conversation_id) == [(message_id, [])]
     assert await storage.get_tool_call("toolu_1") is None
     await storage.append_text_block(message_id, "still works")
+    [(_, [block])] = await storage.get_message_blocks(conversation_id)
+    assert block["content"] == {"text": "still works"}
 
 
 async def test_a_failure_inside_a_multi_statement_method_leaves_nothing(
@@ -150,3 +227,60 @@ async def test_an_unreachable_server_is_a_clear_error() -> None:
     storage = Provider(url="postgresql://nobody@127.0.0.1:9/none")
     with pytest.raises((ConnectionLostError, OSError)):
         await storage.initialize()
+
+
+#: Another process holding SQLite's write lock until its stdin closes.
+LOCK_HOLDER = r"""
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()
+conn.execute("ROLLBACK")
+"""
+
+
+async def test_calls_timed_out_on_a_lock_held_by_another_process_leave_the_provider_working(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "agents.db"
+    storage = Provider(url=f"sqlite+aiosqlite:///{path}")
+    await storage.initialize()
+    try:
+        conversation_id, message_id = await _thread(storage)
+        await storage.set("ns", "k", {"v": 1})
+        holder = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            LOCK_HOLDER,
+            str(path),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert holder.stdin is not None and holder.stdout is not None
+        assert await holder.stdout.readline() == b"locked\n"
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(storage.set("ns", "k", {"v": 2}), 0.3)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(
+                storage.append_tool_block(
+                    message_id,
+                    tool_call_id="toolu_1",
+                    tool_name="t",
+                    tool_input={"q": 1},
+                    tool_output="out",
+                    is_error=False,
+                ),
+                0.3,
+            )
+        holder.stdin.close()
+        assert await holder.wait() == 0
+        # The calls that timed out may have gone through once the lock was free: whole.
+        assert await storage.get("ns", "k") in ({"v": 1}, {"v": 2})
+        [(_, blocks)] = await storage.get_message_blocks(conversation_id)
+        call = await storage.get_tool_call("toolu_1")
+        assert (call is None) == (blocks == [])
+        await storage.set("ns", "k", {"v": 3})
+        assert await storage.get("ns", "k") == {"v": 3}
+    finally:
+        await storage.close()
