@@ -14,6 +14,9 @@ revision: str = ${repr(up_revision)}
 down_revision: str | Sequence[str] | None = ${repr(down_revision)}
 branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
+#: The oldest head whose code can still run on this schema: this revision unless the change
+#: is additive (see docs/schema.md, "Rolling deploys").
+compatible_with: str = ${repr(up_revision)}
 
 
 def upgrade() -> None:

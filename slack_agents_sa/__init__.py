@@ -3,8 +3,11 @@
 from slack_agents_sa.errors import (
     ConfigError,
     ConnectionLostError,
+    MigrationError,
+    MigrationLockError,
     ProviderClosedError,
     SchemaOutOfDateError,
+    SchemaTooNewError,
     SlackAgentsSAError,
 )
 from slack_agents_sa.models import (
@@ -32,11 +35,14 @@ __all__ = [
     "KeyValueEntry",
     "ListItem",
     "Message",
+    "MigrationError",
+    "MigrationLockError",
     "OAuthClient",
     "OAuthToken",
     "Provider",
     "ProviderClosedError",
     "SchemaOutOfDateError",
+    "SchemaTooNewError",
     "SlackAgentsSAError",
     "ToolCall",
     "metadata",

@@ -148,34 +148,51 @@ async def cmd_downgrade(url: URL, args: argparse.Namespace) -> int:
     )
 
 
-async def _revisions(url: URL, schema: str | None) -> set[str]:
-    """The database's current revisions (connection failures become `_Unreachable`)."""
+async def _schema_state(url: URL, schema: str | None) -> migrate.SchemaState:
+    """Where the database's schema stands (connection failures become `_Unreachable`)."""
     engine, conn = await _connected(url, schema)
     try:
-        return await conn.run_sync(migrate.current_revisions)
+        return await conn.run_sync(migrate.schema_state)
     finally:
         await conn.close()
         await engine.dispose()
 
 
 async def cmd_current(url: URL, args: argparse.Namespace) -> int:
-    current = await _revisions(url, args.schema)
-    heads = migrate.head_revisions()
-    for revision in sorted(current) or ["base"]:
-        print(f"{revision}{' (head)' if revision in heads else ''}")
+    state = await _schema_state(url, args.schema)
+    for revision in sorted(state.current) or ["base"]:
+        if state.status is migrate.SchemaStatus.AT_HEAD:
+            note = " (head)"
+        elif state.status is migrate.SchemaStatus.NEWER_COMPATIBLE:
+            note = f" (newer than this release's head {state.head}; compatible)"
+        elif state.status is migrate.SchemaStatus.NEWER_INCOMPATIBLE:
+            needs = state.oldest_compatible_head or "a release that knows it"
+            note = (
+                f" (unknown to this release, head {state.head}; needs slack_agents_sa at {needs})"
+            )
+        else:
+            note = ""
+        print(f"{revision}{note}")
     return EXIT_OK
 
 
 async def cmd_check(url: URL, args: argparse.Namespace) -> int:
-    current = await _revisions(url, args.schema)
-    heads = migrate.head_revisions()
-    head = ", ".join(sorted(heads))
-    if current != heads:
-        found = ", ".join(sorted(current)) or "base (no schema)"
-        print(f"schema at {found}; head is {head}: run `slack-agents-sa upgrade`")
+    state = await _schema_state(url, args.schema)
+    if state.status is migrate.SchemaStatus.AT_HEAD:
+        print(f"ok: connected, schema at head ({state.head})")
+        return EXIT_OK
+    if state.status is migrate.SchemaStatus.NEWER_COMPATIBLE:
+        print(
+            f"ok: connected, schema at {state.revision}, newer than this release's head "
+            f"{state.head} and declared compatible with it"
+        )
+        return EXIT_OK
+    if state.status is migrate.SchemaStatus.NEWER_INCOMPATIBLE:
+        print(str(state.too_new()))
         return EXIT_NOT_AT_HEAD
-    print(f"ok: connected, schema at head ({head})")
-    return EXIT_OK
+    found = state.revision if state.current else "base (no schema)"
+    print(f"schema at {found}; head is {state.head}: run `slack-agents-sa upgrade`")
+    return EXIT_NOT_AT_HEAD
 
 
 async def cmd_import(url: URL, args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ Everything else builds portable statements and asks here for what differs.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cache
@@ -26,12 +27,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, Connection
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.schema import CreateSchema
 
+from slack_agents_sa.errors import MigrationError, MigrationLockError
 from slack_agents_sa.models import Base, table_of
 
 #: SQLite: how long a writer waits for another's lock before "database is locked" (ms).
@@ -40,9 +42,17 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 _SQLITE_BUSY_TIMEOUT_PRAGMA = "PRAGMA busy_timeout = 30000"
 #: Execution option marking a connection whose statements each commit on their own.
 AUTOCOMMIT_OPTION = "slack_agents_sa_autocommit"
+#: Execution option: SQLite transactions on this connection take the write lock at BEGIN
+#: (migrations; a host app's writing session may set it too). Others BEGIN deferred.
+WRITE_LOCK_OPTION = "slack_agents_sa_write_lock"
 #: Arbitrary, stable key for PostgreSQL's advisory lock around migrations.
 _PG_MIGRATION_LOCK_KEY = 0x51AC_A6E5
-_MYSQL_MIGRATION_LOCK = "slack_agents_sa_migrations"
+#: MySQL/MariaDB lock names are server-wide: ours adds the database's name (one lock per
+#: database, as PostgreSQL's advisory locks are), cut to the 64 characters a name may have.
+_MYSQL_MIGRATION_LOCK = "slack_agents_sa_migrations:"
+#: How long a migrator waits for another's migration lock before giving up (seconds;
+#: PostgreSQL and MySQL/MariaDB. SQLite's lock is its write lock: busy_timeout applies).
+MIGRATION_LOCK_TIMEOUT_S = 600.0
 
 
 def backend(dialect_name: str) -> str:
@@ -112,11 +122,18 @@ def install_connection_hooks(engine: AsyncEngine) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _sqlite_begin(connection: Connection) -> None:
-        if connection.get_execution_options().get(AUTOCOMMIT_OPTION):
+        options = connection.get_execution_options()
+        if options.get(AUTOCOMMIT_OPTION):
             return  # each statement commits by itself
-        # IMMEDIATE takes the write lock up front, so two writers queue on busy_timeout
-        # instead of one failing when it upgrades a read lock.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if options.get(WRITE_LOCK_OPTION):
+            # IMMEDIATE takes the write lock up front, so two writers queue on busy_timeout
+            # instead of one failing when it upgrades a read lock.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        # Deferred: a reader (a host app's AsyncSession on our engine) takes no write lock,
+        # so other processes keep writing while its transaction is open. The provider's own
+        # writes lock up front in `sqlite_transaction`, migrations through WRITE_LOCK_OPTION.
+        connection.exec_driver_sql("BEGIN")
 
 
 def _install_closed_connection_check(engine: AsyncEngine) -> None:
@@ -355,24 +372,143 @@ async def ensure_schema(conn: AsyncConnection, schema: str | None) -> None:
         await conn.execute(CreateSchema(schema, if_not_exists=True))
 
 
-async def take_migration_lock(conn: AsyncConnection) -> None:
-    """Serialise concurrent migrators on one database until `conn`'s transaction ends.
+@asynccontextmanager
+async def migration_transaction(
+    engine: AsyncEngine, schema: str | None = None, lock_timeout: float = MIGRATION_LOCK_TIMEOUT_S
+) -> AsyncIterator[AsyncConnection]:
+    """One transaction for a migration run, holding the migration lock: commits on success.
 
+    SQLite: foreign keys are off for the run, because a batch migration copies a table and
+    drops the old one, and with them on that DROP deletes or nulls every row referring to it
+    (ON DELETE CASCADE / SET NULL) without a word. `PRAGMA foreign_key_check` must then find
+    nothing before COMMIT, and they are on again before the connection returns to the pool.
+    """
+    async with engine.connect() as conn:
+        await conn.execution_options(**{WRITE_LOCK_OPTION: True})
+        is_sqlite = conn.dialect.name == "sqlite"
+        if is_sqlite:
+            # SQLite ignores this pragma inside a transaction: set it before BEGIN.
+            await conn.run_sync(_sqlite_pragma, "PRAGMA foreign_keys = OFF")
+        try:
+            async with conn.begin():
+                await take_migration_lock(conn, lock_timeout)
+                await ensure_schema(conn, schema)
+                yield conn
+                await conn.run_sync(check_foreign_keys)
+        finally:
+            # Released after COMMIT (MySQL's lock belongs to the session): a migrator taking
+            # it before our COMMIT would read the old version table and migrate again.
+            await _end_migration(conn, is_sqlite)
+
+
+async def _end_migration(conn: AsyncConnection, is_sqlite: bool) -> None:
+    try:
+        await release_migration_lock(conn)
+        if is_sqlite:
+            await conn.run_sync(_sqlite_pragma, "PRAGMA foreign_keys = ON")
+    except BaseException:
+        # Never pool a connection that may still hold the lock or have foreign keys off.
+        await conn.invalidate()
+        raise
+
+
+def _sqlite_pragma(conn: Connection, statement: str) -> None:
+    """Run a PRAGMA on the driver's connection, past SQLAlchemy's transaction handling (which
+    would BEGIN first: `foreign_keys` does nothing inside a transaction)."""
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(statement)
+    finally:
+        cursor.close()
+
+
+def sqlite_foreign_keys_on(conn: Connection) -> bool:
+    """Whether `conn` is SQLite enforcing foreign keys (servers always do, and need no switch)."""
+    if conn.dialect.name != "sqlite":
+        return False
+    return bool(conn.exec_driver_sql("PRAGMA foreign_keys").scalar())
+
+
+def check_foreign_keys(conn: Connection) -> None:
+    """SQLite: raise `MigrationError` if a row refers to a missing row (a migration run with
+    foreign keys off must not leave one behind). Elsewhere the server checked as it went."""
+    if conn.dialect.name != "sqlite":
+        return
+    problems = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if not problems:
+        return
+    counts = Counter((str(table), str(parent)) for table, _rowid, parent, _fk in problems)
+    found = "; ".join(
+        f"{count} row(s) of {table} refer to missing rows of {parent}"
+        for (table, parent), count in sorted(counts.items())
+    )
+    raise MigrationError(
+        f"migration rolled back: foreign key check failed after it ran: {found} "
+        "(PRAGMA foreign_key_check lists them)"
+    )
+
+
+_MYSQL_GET_LOCK = text(
+    "SELECT name, GET_LOCK(name, :timeout) "
+    "FROM (SELECT LEFT(CONCAT(:prefix, DATABASE()), 64) AS name) AS migration_lock"
+)
+_MYSQL_RELEASE_LOCK = text("SELECT RELEASE_LOCK(LEFT(CONCAT(:prefix, DATABASE()), 64))")
+
+
+async def take_migration_lock(
+    conn: AsyncConnection, lock_timeout: float = MIGRATION_LOCK_TIMEOUT_S
+) -> None:
+    """Serialise concurrent migrators on one database; raise `MigrationLockError` after
+    waiting `lock_timeout` seconds for another's lock (rather than migrate unlocked).
+
+    PostgreSQL's lock ends with `conn`'s transaction; MySQL's with `release_migration_lock`.
     SQLite needs nothing: the migration transaction's BEGIN IMMEDIATE already is that lock.
     """
     family = backend(conn.dialect.name)
     if family == "postgresql":
+        await _take_postgresql_lock(conn, lock_timeout)
+    elif family == "mysql":
+        name, got = (
+            await conn.execute(
+                _MYSQL_GET_LOCK, {"prefix": _MYSQL_MIGRATION_LOCK, "timeout": lock_timeout}
+            )
+        ).one()
+        if got != 1:  # 0: timed out; NULL: an error (the wait was killed, out of memory)
+            name = name.decode() if isinstance(name, bytes) else name
+            lock = f"MySQL/MariaDB GET_LOCK('{name}')"
+            raise _lock_not_taken(lock, lock_timeout, timed_out=got == 0)
+
+
+def _lock_not_taken(lock: str, lock_timeout: float, timed_out: bool) -> MigrationLockError:
+    why = f"timed out after {lock_timeout:g} s" if timed_out else "was refused by the server"
+    return MigrationLockError(
+        f"the migration lock ({lock}) {why}: another migrator may still be running. "
+        "Nothing was migrated; retry once it has finished",
+        lock=lock,
+        timeout=lock_timeout,
+    )
+
+
+async def _take_postgresql_lock(conn: AsyncConnection, lock_timeout: float) -> None:
+    lock = f"PostgreSQL pg_advisory_xact_lock({_PG_MIGRATION_LOCK_KEY})"
+    # PostgreSQL's lock_timeout bounds the wait (advisory locks included; 0 would mean
+    # forever) for this one statement.
+    await conn.execute(
+        text("SELECT set_config('lock_timeout', :ms, true)"),
+        {"ms": str(max(1, round(lock_timeout * 1000)))},
+    )
+    try:
         await conn.execute(
             text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK_KEY}
         )
-    elif family == "mysql":
-        await conn.execute(
-            text("SELECT GET_LOCK(:name, :timeout)"),
-            {"name": _MYSQL_MIGRATION_LOCK, "timeout": 600},
-        )
+    except DBAPIError as error:
+        if getattr(error.orig, "sqlstate", None) != "55P03":  # lock_not_available
+            raise
+        raise _lock_not_taken(lock, lock_timeout, timed_out=True) from error
+    await conn.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
 
 
 async def release_migration_lock(conn: AsyncConnection) -> None:
     """Release what `take_migration_lock` took where the transaction's end does not."""
     if backend(conn.dialect.name) == "mysql":
-        await conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": _MYSQL_MIGRATION_LOCK})
+        await conn.execute(_MYSQL_RELEASE_LOCK, {"prefix": _MYSQL_MIGRATION_LOCK})

@@ -25,3 +25,27 @@ class ConnectionLostError(SlackAgentsSAError, ConnectionError):
     Each call is one statement or one transaction, so it took effect entirely or not at
     all; later calls reconnect by themselves.
     """
+
+
+class MigrationError(SlackAgentsSAError, RuntimeError):
+    """A migration was refused, or rolled back, before it could leave the database damaged."""
+
+
+class MigrationLockError(MigrationError):
+    """Another migrator held the migration lock longer than `timeout` seconds (or the server
+    refused it), so this one did not run. Retrying later is safe."""
+
+    def __init__(self, message: str, *, lock: str, timeout: float) -> None:
+        super().__init__(message)
+        self.lock = lock
+        self.timeout = timeout
+
+
+class SchemaTooNewError(SlackAgentsSAError, RuntimeError):
+    """A newer slack_agents_sa migrated the database to a revision this release does not know,
+    and that schema does not declare itself usable by this release's code."""
+
+    def __init__(self, message: str, *, database_revision: str, head: str) -> None:
+        super().__init__(message)
+        self.database_revision = database_revision
+        self.head = head

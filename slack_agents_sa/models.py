@@ -33,8 +33,9 @@ from slack_agents_sa.types import (
     utcnow,
 )
 
-#: Every table this package owns starts with this, so it never collides with
+#: Every data table this package owns starts with this, so it never collides with
 #: the host's built-in providers' tables (`conversations`, `kv_store`, ...) in a shared database.
+#: The migrations' bookkeeping tables start with `slack_agents_sa_` instead.
 TABLE_PREFIX = "agents_"
 
 #: Longest identifier-like strings (Slack ids, names, handles, tool call ids). Keyed columns
@@ -129,6 +130,11 @@ class Block(Base):
     __table_args__ = (
         # get_message_blocks / get_messages_with_blocks read a message's blocks in order.
         Index("ix_agents_blocks_message_id_id", "message_id", "id"),
+        # Deleting blocks (a conversation's, through ON DELETE CASCADE) sets NULL in every
+        # block pointing at them; without these each deleted block scans the table: one
+        # 200-block conversation among 40k blocks took 878 ms on PostgreSQL, 2.8 ms with them.
+        Index("ix_agents_blocks_source_file_id", "source_file_id"),
+        Index("ix_agents_blocks_tool_block_id", "tool_block_id"),
         MYSQL_TABLE_OPTIONS,
     )
 
@@ -266,6 +272,22 @@ class ImportedRow(Base):
     kind: Mapped[str] = mapped_column(String(32), primary_key=True)
     source_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     target_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class SchemaCompatibility(Base):
+    """One row: the oldest head (migration revision) whose code can still run on this schema.
+
+    Every migration run of ours rewrites it. A release that finds the database at a
+    revision it does not know (a newer release migrated it: a rolling deploy) reads it to
+    decide whether it may run anyway. Every release reads it, so its name and shape never
+    change. See docs/schema.md, "Rolling deploys".
+    """
+
+    __tablename__ = "slack_agents_sa_compat"
+    __table_args__ = MYSQL_TABLE_OPTIONS
+
+    # Alembic's revision ids are at most 32 characters (its version_num column).
+    oldest_compatible_head: Mapped[str] = mapped_column(String(32), primary_key=True)
 
 
 #: The names of this package's tables, fixed here, before any host app adds its own

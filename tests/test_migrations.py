@@ -17,7 +17,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from slack_agents_sa import Provider, SchemaOutOfDateError
-from slack_agents_sa.migrate import VERSION_TABLE, alembic_config, only_ours, script_location
+from slack_agents_sa.migrate import (
+    VERSION_TABLE,
+    alembic_config,
+    all_but_ours,
+    is_ours,
+    only_ours,
+    script_location,
+)
 from slack_agents_sa.models import OUR_TABLES, metadata
 from slack_agents_sa.settings import normalize_url
 
@@ -52,6 +59,13 @@ def test_migrations_have_a_single_head() -> None:
 
 def test_checkout_uses_the_repo_alembic_folder() -> None:
     assert script_location() == REPO_ROOT / "alembic"
+
+
+def test_bookkeeping_tables_are_ours_so_host_autogenerate_leaves_them() -> None:
+    for table in (VERSION_TABLE, "slack_agents_sa_compat"):
+        assert is_ours(table, "table")
+        assert not all_but_ours(None, table, "table", True, None)
+    assert "slack_agents_sa_compat" in OUR_TABLES  # and our own `alembic check` compares it
 
 
 async def test_initialize_migrates_an_empty_database_to_match_the_models(empty_url: str) -> None:
