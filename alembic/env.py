@@ -15,7 +15,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from slack_agents_sa.database import make_engine
-from slack_agents_sa.migrate import VERSION_TABLE, only_ours, run_locked
+from slack_agents_sa.migrate import VERSION_TABLE, only_ours, run_locked, schema_state
 from slack_agents_sa.models import metadata
 from slack_agents_sa.settings import check_schema, normalize_url, safe_url, url_from_environment
 
@@ -45,6 +45,14 @@ def _run_on(connection: Connection) -> None:
         context.run_migrations()
 
 
+def _run_from_shell(connection: Connection) -> None:
+    # A newer release's revision: Alembic would only say "Can't locate revision".
+    state = schema_state(connection)
+    if state.is_newer:
+        raise SystemExit(str(state.too_new("migrate")))
+    _run_on(connection)
+
+
 async def _run_from_command_line() -> None:
     x_arguments = context.get_x_argument(as_dictionary=True)
     url = normalize_url(url_from_environment(x_arguments.get("url")))
@@ -57,7 +65,7 @@ async def _run_from_command_line() -> None:
     log.info("Database: %s", safe_url(url))
     engine = make_engine(url, schema=schema)
     try:
-        await run_locked(engine, _run_on, schema)
+        await run_locked(engine, _run_from_shell, schema)
     finally:
         await engine.dispose()
 

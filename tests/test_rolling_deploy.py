@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ from tests.releases import NewerRelease, revision_source
 from tests.test_cli import run_cli
 
 HEAD = "0004"
+REPO_ROOT = Path(__file__).resolve().parent.parent
 #: A newer release's revision: a table of its own, which older code never reads.
 NEW_TABLE = """
 op.create_table("agents_newer_feature", sa.Column("id", sa.Integer(), primary_key=True))
@@ -67,6 +70,18 @@ async def _migrated(url: str) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
+
+
+def _alembic(*args: str) -> subprocess.CompletedProcess[str]:
+    """The repository's `alembic` command line, as a user runs it from the root."""
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("alembic")), *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _url(engine: AsyncEngine) -> str:
@@ -144,6 +159,9 @@ async def test_older_release_refuses_a_newer_schema_naming_both_revisions(
         assert (refused.value.database_revision, refused.value.head) == ("9100", HEAD)
     checked = await asyncio.to_thread(run_cli, "--url", _url(engine), "check")
     assert checked.returncode == 4, checked.stdout + checked.stderr
+    alembic = await asyncio.to_thread(_alembic, "-x", f"url={_url(engine)}", "upgrade", "head")
+    assert alembic.returncode != 0
+    assert "revision 9100" in alembic.stderr and "cannot migrate" in alembic.stderr
     assert "revision 9100" in checked.stdout and "9100 or later" in checked.stdout
     with pytest.raises(SchemaTooNewError, match="cannot downgrade to 0003"):
         await downgrade(engine, "0003")
