@@ -21,6 +21,7 @@ from tests.databases import (
     create_scratch_database,
     drop_scratch_database,
     empty_all_tables,
+    opened_provider,
     scratch_database,
 )
 
@@ -88,12 +89,8 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 async def provider(fresh_url: str) -> AsyncIterator[Provider]:
     """An initialized provider on an empty, migrated database of each backend."""
-    storage = Provider(url=fresh_url)
-    await storage.initialize()
-    try:
+    async with opened_provider(fresh_url) as storage:
         yield storage
-    finally:
-        await storage.close()
 
 
 @pytest.fixture(params=PERSISTENT_BACKENDS, ids=lambda backend: backend.name)

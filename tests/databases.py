@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from slack_agents_sa import Provider
 from slack_agents_sa.models import OUR_TABLES, metadata
 from slack_agents_sa.settings import normalize_url
 
@@ -85,6 +86,17 @@ async def create_scratch_database(server: URL) -> URL:
     else:
         await _admin_execute(server, f'CREATE DATABASE "{name}"')
     return server.set(database=name)
+
+
+@asynccontextmanager
+async def opened_provider(url: str, **options: Any) -> AsyncIterator[Provider]:
+    """A provider on `url`, initialized, and closed again whatever the test body does."""
+    storage = Provider(url=url, **options)
+    await storage.initialize()
+    try:
+        yield storage
+    finally:
+        await storage.close()
 
 
 @asynccontextmanager

@@ -16,7 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from slack_agents_sa import Provider
 from slack_agents_sa.errors import ConnectionLostError, ProviderClosedError
-from tests.databases import MYSQL, MYSQL_AIOMYSQL, POSTGRES, Backend, empty_all_tables
+from tests.databases import (
+    MYSQL,
+    MYSQL_AIOMYSQL,
+    POSTGRES,
+    Backend,
+    empty_all_tables,
+    opened_provider,
+)
 
 SERVERS = [POSTGRES, MYSQL, MYSQL_AIOMYSQL]
 
@@ -244,9 +251,7 @@ async def test_calls_timed_out_on_a_lock_held_by_another_process_leave_the_provi
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "agents.db"
-    storage = Provider(url=f"sqlite+aiosqlite:///{path}")
-    await storage.initialize()
-    try:
+    async with opened_provider(f"sqlite+aiosqlite:///{path}") as storage:
         conversation_id, message_id = await _thread(storage)
         await storage.set("ns", "k", {"v": 1})
         holder = await asyncio.create_subprocess_exec(
@@ -282,5 +287,3 @@ async def test_calls_timed_out_on_a_lock_held_by_another_process_leave_the_provi
         assert (call is None) == (blocks == [])
         await storage.set("ns", "k", {"v": 3})
         assert await storage.get("ns", "k") == {"v": 3}
-    finally:
-        await storage.close()

@@ -45,6 +45,7 @@ from tests.databases import (
     SQLITE_FILE,
     SQLITE_MEMORY,
     Backend,
+    opened_provider,
     scratch_database,
 )
 from tests.releases import NewerRelease, revision_source
@@ -85,13 +86,8 @@ async def _new_database(backend: Backend, tmp_path: Path) -> AsyncIterator[str]:
 @pytest.fixture(params=[*PERSISTENT, SQLITE_MEMORY], ids=lambda backend: backend.name)
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Provider]:
     """A provider on a new database of each backend (schema changes stay in the test)."""
-    async with _new_database(request.param, tmp_path) as url:
-        provider = Provider(url=url)
-        await provider.initialize()
-        try:
-            yield provider
-        finally:
-            await provider.close()
+    async with _new_database(request.param, tmp_path) as url, opened_provider(url) as provider:
+        yield provider
 
 
 @pytest.fixture(params=PERSISTENT, ids=lambda backend: backend.name)
