@@ -3,6 +3,7 @@
 from slack_agents_sa.errors import (
     ConfigError,
     ConnectionLostError,
+    DecryptionError,
     MigrationError,
     MigrationLockError,
     ProviderClosedError,
@@ -24,6 +25,8 @@ from slack_agents_sa.models import (
     metadata,
 )
 from slack_agents_sa.provider import Provider
+from slack_agents_sa.retention import PruneResult
+from slack_agents_sa.stats import Stats, collect_stats
 
 __all__ = [
     "Base",
@@ -31,6 +34,7 @@ __all__ = [
     "ConfigError",
     "ConnectionLostError",
     "Conversation",
+    "DecryptionError",
     "Heartbeat",
     "KeyValueEntry",
     "ListItem",
@@ -41,9 +45,12 @@ __all__ = [
     "OAuthToken",
     "Provider",
     "ProviderClosedError",
+    "PruneResult",
     "SchemaOutOfDateError",
     "SchemaTooNewError",
     "SlackAgentsSAError",
+    "Stats",
     "ToolCall",
+    "collect_stats",
     "metadata",
 ]

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from slack_agents_sa import migrate
+from slack_agents_sa import keys, migrate, retention, stats
 from slack_agents_sa.database import make_engine
 from slack_agents_sa.errors import SlackAgentsSAError
 from slack_agents_sa.settings import (
@@ -37,8 +37,10 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 #: The database could not be reached.
 EXIT_UNREACHABLE = 3
-#: `check`: connected, but the schema is not at the migrations' head.
+#: `check`, `stats`: connected, but the schema is not at the migrations' head.
 EXIT_NOT_AT_HEAD = 4
+#: Interrupted (Ctrl-C): the shell's convention, 128 + SIGINT.
+EXIT_INTERRUPTED = 130
 
 PROVIDER_TYPE = "slack_agents_sa"
 
@@ -64,8 +66,9 @@ def _env_substituted(text: str) -> str:
     return re.sub(r"\{([A-Z_][A-Z0-9_]*)\}", value, uncommented)
 
 
-def url_from_config(path: Path) -> str:
-    """`storage.url` of an agent's config.yaml (or of the agent directory holding one)."""
+def storage_options(path: Path) -> dict[str, Any]:
+    """The `storage:` mapping of an agent's config.yaml (or of the agent directory holding
+    one), placeholders filled as the host fills them; UsageError unless it names us."""
     import yaml
 
     config_file = path / "config.yaml" if path.is_dir() else path
@@ -83,9 +86,14 @@ def url_from_config(path: Path) -> str:
     storage = (data or {}).get("storage") if isinstance(data, dict) else None
     if not isinstance(storage, dict) or storage.get("type") != PROVIDER_TYPE:
         raise UsageError(f"{config_file} has no `storage:` with `type: {PROVIDER_TYPE}`")
-    url = storage.get("url", DEFAULT_URL)
+    return storage
+
+
+def url_from_config(path: Path) -> str:
+    """`storage.url` of an agent's config.yaml (or of the agent directory holding one)."""
+    url = storage_options(path).get("url", DEFAULT_URL)
     if not isinstance(url, str):
-        raise UsageError(f"{config_file}: storage.url must be a string")
+        raise UsageError(f"{path}: storage.url must be a string")
     return url
 
 
@@ -215,10 +223,10 @@ Command = Callable[[URL, argparse.Namespace], Coroutine[Any, Any, int]]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slack-agents-sa",
-        description="Migrate, check and import slack_agents_sa databases.",
+        description="Migrate, check, import, prune, inspect and re-key slack_agents_sa databases.",
         epilog=f"URL precedence: --url, ${URL_ENV_VAR}, --config, {DEFAULT_URL}. "
         "Exit codes: 0 ok, 1 failed, 2 usage or configuration, 3 unreachable, "
-        "4 schema not at head (check).",
+        "4 schema not at head (check, stats), 130 interrupted.",
     )
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--url", help="database URL, e.g. postgresql://user@host/db")
@@ -247,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--batch-size", type=int, default=500, help="rows per transaction")
     importer.add_argument("--no-progress", action="store_true", help="no progress bar")
     importer.set_defaults(run=cmd_import)
+
+    for verbs in (retention, stats, keys):
+        verbs.add_command(commands)
     return parser
 
 
@@ -277,6 +288,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # a migration or import failure: say it, never a traceback
         _say(f"error: {type(error).__name__}: {error}")
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        # Each batch or migration is one transaction: what ran is whole, the rest absent.
+        _say("interrupted")
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

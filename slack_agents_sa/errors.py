@@ -49,3 +49,12 @@ class SchemaTooNewError(SlackAgentsSAError, RuntimeError):
         super().__init__(message)
         self.database_revision = database_revision
         self.head = head
+
+
+class DecryptionError(SlackAgentsSAError, ValueError):
+    """A stored secret is encrypted, and no key of option `encryption_keys` opens it (or the
+    option is not set). The message names the column, never the secret or its ciphertext."""
+
+    def __init__(self, message: str, *, column: str) -> None:
+        super().__init__(message)
+        self.column = column

@@ -10,6 +10,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from slack_agents_sa import dialects
 from slack_agents_sa.database import UsesDatabase
 from slack_agents_sa.models import KEY_LENGTH, NAME_LENGTH, KeyValueEntry, ListItem, table_of
+from slack_agents_sa.types import utcnow
 from slack_agents_sa.validation import check_dict, check_text, storable_text
 
 
@@ -37,7 +38,12 @@ _GET = select(_entries.c.value).where(_ENTRY)
 _DELETE = delete(_entries).where(_ENTRY)
 _APPEND = insert(_items)
 _GET_LIST = select(_items.c.id, _items.c.value).where(_LIST).order_by(_items.c.id)
-_SET_SHAPE = (("namespace", "key", "value"), ("namespace", "key"), ("value",))
+# An upsert keeps `created_at` and moves `updated_at`, which `prune_namespace` goes by.
+_SET_SHAPE = (
+    ("namespace", "key", "value", "created_at", "updated_at"),
+    ("namespace", "key"),
+    ("value", "updated_at"),
+)
 
 
 class KeyValueMethods(UsesDatabase):
@@ -53,7 +59,9 @@ class KeyValueMethods(UsesDatabase):
         _check_address(namespace, key)
         check_dict("value", value)
         stmt = dialects.upsert(self.db.dialect_name, KeyValueEntry, *_SET_SHAPE)
-        await self.db.execute(stmt, {"namespace": namespace, "key": key, "value": value})
+        now = utcnow()
+        values = {"namespace": namespace, "key": key, "value": value}
+        await self.db.execute(stmt, {**values, "created_at": now, "updated_at": now})
 
     async def delete(self, namespace: str, key: str) -> None:
         _check_address(namespace, key)

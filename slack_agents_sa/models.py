@@ -100,6 +100,9 @@ class Message(Base):
     __table_args__ = (
         # History and export read a conversation's messages in order.
         Index("ix_agents_messages_conversation_id_id", "conversation_id", "id"),
+        # prune asks of each old conversation whether it has a message since the cut-off:
+        # one index probe with this, rather than reading every message's row.
+        Index("ix_agents_messages_conversation_id_created_at", "conversation_id", "created_at"),
         MYSQL_TABLE_OPTIONS,
     )
 
@@ -193,12 +196,20 @@ class KeyValueEntry(Base):
     """A value written by `set`: one JSON object per (namespace, key)."""
 
     __tablename__ = f"{TABLE_PREFIX}kv_entries"
-    __table_args__ = MYSQL_TABLE_OPTIONS
+    __table_args__ = (
+        # prune_namespace finds a namespace's entries last written before a cut-off.
+        Index("ix_agents_kv_entries_namespace_updated_at", "namespace", "updated_at"),
+        MYSQL_TABLE_OPTIONS,
+    )
 
     namespace: Mapped[str] = mapped_column(Name, primary_key=True)
     key: Mapped[str] = mapped_column(Key, primary_key=True)
     value: Mapped[dict[str, Any]]
+    #: The first write; an upsert keeps it.
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: The last write (every `set` sets it). NULL only on rows a release older than
+    #: migration 0005 inserted during a rolling deploy: prune then goes by `created_at`.
+    updated_at: Mapped[datetime | None] = mapped_column(default=utcnow)
 
 
 class ListItem(Base):
@@ -208,6 +219,8 @@ class ListItem(Base):
     __table_args__ = (
         # get_list reads one list in order; query scans a namespace in order.
         Index("ix_agents_list_items_namespace_key_id", "namespace", "key", "id"),
+        # prune_namespace finds a namespace's items appended before a cut-off.
+        Index("ix_agents_list_items_namespace_created_at", "namespace", "created_at"),
         MYSQL_TABLE_OPTIONS,
     )
 

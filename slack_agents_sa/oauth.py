@@ -1,7 +1,9 @@
 """The host's OAuth rows: per-user MCP tokens and per-server client registrations.
 
 The secret columns (`access_token`, `refresh_token_enc`, `client_secret`) are bound
-parameters only; they never appear in our messages or logs.
+parameters only; they never appear in our messages or logs. With option `encryption_keys`,
+`access_token` and `client_secret` are stored encrypted (see `keys.py`); `refresh_token_enc`
+comes encrypted by the host and is stored as given.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from sqlalchemy import delete, select
 
 from slack_agents_sa import dialects
 from slack_agents_sa.database import UsesDatabase
+from slack_agents_sa.keys import open_secret, seal_secret
 from slack_agents_sa.models import KEY_LENGTH, NAME_LENGTH, OAuthClient, OAuthToken
 from slack_agents_sa.validation import check_text
 
@@ -34,6 +37,10 @@ def _check_row(
     return values
 
 
+_ACCESS_TOKEN = f"{OAuthToken.__tablename__}.access_token"
+_CLIENT_SECRET = f"{OAuthClient.__tablename__}.client_secret"
+
+
 # What a repeated `put` overwrites: everything but the first created_at.
 _TOKEN_UPDATE = tuple(name for name in _TOKEN_FIELDS if name != "created_at")
 _CLIENT_UPDATE = tuple(name for name in _CLIENT_FIELDS if name != "created_at")
@@ -50,12 +57,17 @@ class OAuthMethods(UsesDatabase):
             OAuthToken.user_id == user_id, OAuthToken.server_id == server_id
         )
         row = (await self.db.execute(stmt)).mappings().first()
-        return None if row is None else OAuthTokenRow(**row)
+        if row is None:
+            return None
+        access_token = open_secret(self.db.settings.secrets, _ACCESS_TOKEN, row["access_token"])
+        return OAuthTokenRow(**{**row, "access_token": access_token})
 
     async def put_oauth_token(self, user_id: str, server_id: str, row: OAuthTokenRow) -> None:
         check_text("user_id", user_id, NAME_LENGTH)
         check_text("server_id", server_id, NAME_LENGTH)
         values = _check_row("row", row, OAuthTokenRow)
+        box = self.db.settings.secrets
+        values["access_token"] = seal_secret(box, "row.access_token", values["access_token"])
         values = {"user_id": user_id, "server_id": server_id, **values}
         stmt = dialects.upsert(
             self.db.dialect_name, OAuthToken, tuple(values), ("user_id", "server_id"), _TOKEN_UPDATE
@@ -78,7 +90,12 @@ class OAuthMethods(UsesDatabase):
             OAuthClient.server_id == server_id, OAuthClient.redirect_uri == redirect_uri
         )
         row = (await self.db.execute(stmt)).mappings().first()
-        return None if row is None else OAuthClientRow(**row)
+        if row is None:
+            return None
+        secret = row["client_secret"]
+        if secret is not None:
+            secret = open_secret(self.db.settings.secrets, _CLIENT_SECRET, secret)
+        return OAuthClientRow(**{**row, "client_secret": secret})
 
     async def put_oauth_client(
         self, server_id: str, redirect_uri: str, row: OAuthClientRow
@@ -86,6 +103,9 @@ class OAuthMethods(UsesDatabase):
         check_text("server_id", server_id, NAME_LENGTH)
         check_text("redirect_uri", redirect_uri, KEY_LENGTH)
         values = _check_row("row", row, OAuthClientRow)
+        if values["client_secret"] is not None:
+            box = self.db.settings.secrets
+            values["client_secret"] = seal_secret(box, "row.client_secret", values["client_secret"])
         values = {"server_id": server_id, "redirect_uri": redirect_uri, **values}
         keys = ("server_id", "redirect_uri")
         stmt = dialects.upsert(

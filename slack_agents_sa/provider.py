@@ -8,19 +8,25 @@ from typing import Any
 
 from slack_agents.storage.base import BaseStorageProvider
 
-from slack_agents_sa import migrate
+from slack_agents_sa import migrate, tracing
 from slack_agents_sa.conversations import ConversationMethods
 from slack_agents_sa.database import Database
 from slack_agents_sa.export import ExportMethods
 from slack_agents_sa.keyvalue import KeyValueMethods
 from slack_agents_sa.oauth import OAuthMethods
+from slack_agents_sa.retention import RetentionMethods
 from slack_agents_sa.settings import ProviderSettings, safe_url
 
 logger = logging.getLogger(__name__)
 
 
 class Provider(
-    KeyValueMethods, ConversationMethods, ExportMethods, OAuthMethods, BaseStorageProvider
+    KeyValueMethods,
+    ConversationMethods,
+    ExportMethods,
+    OAuthMethods,
+    RetentionMethods,
+    BaseStorageProvider,
 ):
     """SQLAlchemy async storage for python-slack-agents, on SQLite, PostgreSQL or MySQL.
 
@@ -85,3 +91,6 @@ class Provider(
         database, self._database = self._database, None
         if database is not None:
             await asyncio.shield(database.dispose())
+
+
+tracing.instrument(Provider)

@@ -12,6 +12,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -20,6 +22,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from slack_agents_sa.errors import ConfigError
+from slack_agents_sa.keys import SecretBox, split_keys
 
 #: Where the embedded default keeps its data: a SQLite file in the working directory.
 DEFAULT_URL = "sqlite+aiosqlite:///slack_agents_sa.db"
@@ -171,6 +174,10 @@ class ProviderSettings(BaseModel):
     #: PostgreSQL only: keep our tables (and our version table) in this schema, created if
     #: missing. Lets several agents, or a host app, share one database without sharing tables.
     db_schema: str | None = Field(default=None, alias="schema", pattern=SCHEMA_NAME)
+    #: Fernet keys (a list, or one comma-separated string) that encrypt the OAuth secrets we
+    #: store: the first encrypts, all decrypt (see `keys.py`). None: stored as given.
+    encryption_keys: tuple[SecretStr, ...] | None = None
+    _secrets: SecretBox | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _schema_needs_postgresql(self) -> ProviderSettings:
@@ -180,6 +187,26 @@ class ProviderSettings(BaseModel):
             except ValueError as error:
                 raise ValueError(f"option 'schema' {error}") from None
         return self
+
+    @field_validator("encryption_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        return split_keys(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _open_keys(self) -> ProviderSettings:
+        if self.encryption_keys is not None:
+            try:
+                keys = [key.get_secret_value() for key in self.encryption_keys]
+                self._secrets = SecretBox(keys)
+            except ValueError as error:
+                raise ValueError(f"option 'encryption_keys': {error}") from None
+        return self
+
+    @property
+    def secrets(self) -> SecretBox | None:
+        """What seals and opens the OAuth secrets; None without `encryption_keys`."""
+        return self._secrets
 
     def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
         # repr() and str() of the settings show the URL as `safe_url` does.

@@ -50,7 +50,7 @@ from tests.databases import (
 )
 from tests.releases import NewerRelease, revision_source
 
-HEAD = "0004"
+HEAD = "0005"
 PERSISTENT = [SQLITE_FILE, POSTGRES, MYSQL, MYSQL_AIOMYSQL]
 SERVERS = [POSTGRES, MYSQL, MYSQL_AIOMYSQL]
 

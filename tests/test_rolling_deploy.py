@@ -39,7 +39,7 @@ from tests.databases import MYSQL, MYSQL_AIOMYSQL, POSTGRES, SQLITE_FILE, Backen
 from tests.releases import NewerRelease, revision_source
 from tests.test_cli import run_cli
 
-HEAD = "0004"
+HEAD = "0005"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: A newer release's revision: a table of its own, which older code never reads.
 NEW_TABLE = """
@@ -107,7 +107,7 @@ def _newer(tmp_path: Path, compatible_with: str | None) -> NewerRelease:
 async def test_older_release_runs_on_a_newer_schema_that_declares_it_compatible(
     engine: AsyncEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert await _on(engine, _marker) == "0003"  # 0004 is additive over 0003
+    assert await _on(engine, _marker) == "0003"  # 0004 and 0005 are additive over 0003
     newer = _newer(tmp_path, compatible_with=HEAD)
     await newer.upgrade(engine)
     assert await _on(engine, current_revisions) == {"9100"}
@@ -193,7 +193,7 @@ async def test_marker_follows_every_migration_run(engine: AsyncEngine) -> None:
 @pytest.mark.parametrize(
     ("first", "second", "expected"),
     [
-        (HEAD, HEAD, HEAD),  # both additive: code at 0004 runs on 9101
+        (HEAD, HEAD, HEAD),  # both additive: code at HEAD runs on 9101
         (None, HEAD, "9100"),  # 9100 is not: 9101's claim cannot reach past it
         (HEAD, "9100", "9100"),
         (None, None, "9101"),
