@@ -10,7 +10,6 @@ only what is missing, and links are remapped to our ids.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from slack_agents_sa.models import (
     ToolCall,
     table_of,
 )
+from slack_agents_sa.progress import progress_bar
 from slack_agents_sa.provider import Provider
 from slack_agents_sa.settings import safe_url
 
@@ -554,13 +554,7 @@ async def import_database(
             importer = _Importer(reader, storage, name, batch_size, progress)
             conversations = await importer.conversations()
             total = await reader.count("messages") + await reader.count("list_store")
-            with tqdm(
-                total=total,
-                unit="row",
-                desc="importing",
-                disable=not progress or not sys.stderr.isatty(),
-                file=sys.stderr,
-            ) as bar:
+            with progress_bar(total, unit="row", desc="importing", wanted=progress) as bar:
                 await importer.messages(conversations, bar)
                 await importer.list_items(bar)
             await importer.key_values()

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from slack_agents_sa.errors import ConfigError, DecryptionError
 from slack_agents_sa.models import OAuthClient, OAuthToken, table_of
+from slack_agents_sa.progress import progress_bar
 
 if TYPE_CHECKING:
     from cryptography.fernet import Fernet, MultiFernet
@@ -240,13 +241,7 @@ async def rotate_keys(
         async with db.transaction() as conn:
             total += int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
     summary = RotationSummary()
-    with tqdm(
-        total=total,
-        unit="row",
-        desc="re-encrypting",
-        disable=not progress or not sys.stderr.isatty(),
-        file=sys.stderr,
-    ) as bar:
+    with progress_bar(total, unit="row", desc="re-encrypting", wanted=progress) as bar:
         for table, keys, column in SEALED_COLUMNS:
             summary.counts[table.name] = await _rotate_table(
                 db, box, table, keys, column, batch_size, bar

@@ -28,7 +28,6 @@ from typing import Any
 from sqlalchemy import ColumnElement, Delete, Select, and_, delete, exists, func, or_, select
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection
-from tqdm import tqdm
 
 from slack_agents_sa.database import Database, UsesDatabase
 from slack_agents_sa.models import (
@@ -41,6 +40,7 @@ from slack_agents_sa.models import (
     ToolCall,
     table_of,
 )
+from slack_agents_sa.progress import progress_bar, shows_progress
 from slack_agents_sa.types import utcnow
 from slack_agents_sa.validation import check_text
 
@@ -418,18 +418,17 @@ async def cmd_prune(url: URL, args: argparse.Namespace) -> int:
     try:
         db = storage.db
         cutoff = utcnow() - args.older_than
-        show = not args.no_progress and sys.stderr.isatty()
+        show = shows_progress(not args.no_progress)
         total = None
         if show and by_namespace:
             total = await count_old_key_values(db, args.namespace, cutoff)
         elif show:
             total = await count_old_conversations(db, cutoff, args.agent)
-        with tqdm(
-            total=total,
+        with progress_bar(
+            total,
             unit="row" if by_namespace else "conversation",
             desc="counting" if args.dry_run else "pruning",
-            disable=not show,
-            file=sys.stderr,
+            wanted=show,
         ) as bar:
             try:
                 if by_namespace:
