@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, func, select, tuple_, update
+from sqlalchemy import Row, Select, Table, func, select, tuple_, update
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection
 from tqdm import tqdm
 
 from slack_agents_sa.errors import ConfigError, DecryptionError
@@ -194,10 +195,11 @@ async def _rotate_table(
         stmt = select(*key_columns, secret).order_by(*key_columns).limit(batch_size)
         if after is not None:
             stmt = stmt.where(tuple_(*key_columns) > tuple_(*after))
-        async with db.transaction() as conn:
-            rows = (await conn.execute(stmt)).all()
+
+        async def batch(conn: AsyncConnection, stmt: Select[Any] = stmt) -> Sequence[Row[Any]]:
+            rows: Sequence[Row[Any]] = (await conn.execute(stmt)).all()
             for row in rows:
-                *row_key, stored = row
+                *row_key, stored = tuple(row)
                 tally.seen += 1
                 try:
                     new = None if stored is None else box.resealed(shown, stored)
@@ -217,6 +219,10 @@ async def _rotate_table(
                     tally.resealed += 1
                 else:
                     tally.changed += 1
+            return rows
+
+        # Shielded like every provider call: Ctrl-C mid-batch lets the batch end whole.
+        rows = await db.run_transaction(batch)
         if not rows:
             return tally
         bar.update(len(rows))
@@ -238,8 +244,7 @@ async def rotate_keys(
         raise ConfigError("rotate-keys needs option `encryption_keys`")
     total = 0
     for table, _, _ in SEALED_COLUMNS:
-        async with db.transaction() as conn:
-            total += int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
+        total += int((await db.execute(select(func.count()).select_from(table))).scalar_one())
     summary = RotationSummary()
     with progress_bar(total, unit="row", desc="re-encrypting", wanted=progress) as bar:
         for table, keys, column in SEALED_COLUMNS:
