@@ -7,11 +7,11 @@ from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from slack_agents_sa import dialects
 from slack_agents_sa.blocks import TOOL_USE, block_content, blocks_of_conversation, in_history
-from slack_agents_sa.database import UsesDatabase, insert_returning_id
+from slack_agents_sa.database import UsesDatabase
+from slack_agents_sa.executors import Step
 from slack_agents_sa.models import (
     NAME_LENGTH,
     Block,
@@ -123,25 +123,30 @@ class ConversationMethods(UsesDatabase):
         thread = {"agent_name": agent_name, "channel_id": channel_id, "thread_id": thread_id}
         # Every turn looks its thread up: one read, and a write only for a new channel name
         # (an upsert would rewrite the row, and use up an id, on every turn).
-        found = (await self.db.execute(_FIND_CONVERSATION, thread)).first()
-        if found is not None:
+        rows = await self.db.fetch(_FIND_CONVERSATION, thread)
+        if rows:
+            found = rows[0]
             if channel_name and channel_name != found.channel_name:
                 renamed = {"conversation_id": found.id, "new_channel_name": channel_name}
-                await self.db.execute(_RENAME_CONVERSATION, renamed)
+                await self.db.write(_RENAME_CONVERSATION, renamed)
             return int(found.id)
         # A new thread; should another writer create it first, its row's id comes back.
         values = {**thread, "channel_name": channel_name}
         refreshed = ("channel_name",) if channel_name else ()
-        return await self.db.run(
-            lambda conn: dialects.upsert_returning_id(
-                conn, Conversation, values, _CONVERSATION_KEYS, refreshed
-            )
+        stmt = dialects.upsert(
+            self.db.dialect_name,
+            Conversation,
+            tuple(values),
+            _CONVERSATION_KEYS,
+            refreshed,
+            returning_id=True,
         )
+        return await self.db.insert_id(stmt, values)
 
     async def has_conversation(self, agent_name: str, channel_id: str, thread_id: str) -> bool:
         _check_thread(agent_name, channel_id, thread_id)
         thread = {"agent_name": agent_name, "channel_id": channel_id, "thread_id": thread_id}
-        return (await self.db.execute(_FIND_CONVERSATION, thread)).first() is not None
+        return bool(await self.db.fetch(_FIND_CONVERSATION, thread))
 
     async def create_message(
         self,
@@ -161,7 +166,7 @@ class ConversationMethods(UsesDatabase):
             "user_handle": user_handle,
         }
         try:
-            return await self.db.insert_returning_id(_INSERT_MESSAGE, values)
+            return await self.db.insert_id(_INSERT_MESSAGE, values)
         except IntegrityError as error:
             raise _missing_parent("conversation_id", conv_id, error) from None
 
@@ -173,7 +178,7 @@ class ConversationMethods(UsesDatabase):
         Usage blocks and uploaded non-image files are left out (`Block.in_history`).
         """
         conv_id = to_id("conversation_id", conversation_id)
-        rows = (await self.db.execute(_HISTORY, {"conversation_id": conv_id})).all()
+        rows = await self.db.fetch(_HISTORY, {"conversation_id": conv_id})
         history: list[tuple[int | str, list[dict[str, Any]]]] = []
         current_id: int | None = None
         blocks: list[dict[str, Any]] = []
@@ -258,16 +263,17 @@ class ConversationMethods(UsesDatabase):
             if dialects.supports_insert_ctes(self.db.dialect_name):
                 # One statement, so one round trip, and atomic by itself.
                 values = {"message_id": msg_id, "created_at": utcnow(), **call}
-                result = await self.db.execute(_INSERT_TOOL_BLOCK_AND_CALL, values)
-                return int(result.scalar_one())
-
-            async def block_and_call(conn: AsyncConnection) -> int:
-                block = {"message_id": msg_id, "block_type": TOOL_USE, "in_history": True}
-                block_id = await insert_returning_id(conn, _INSERT_BLOCK, block)
-                await conn.execute(_INSERT_TOOL_CALL, {"block_id": block_id, **call})
-                return block_id
-
-            return await self.db.run_transaction(block_and_call)
+                return await self.db.insert_id(_INSERT_TOOL_BLOCK_AND_CALL, values)
+            block = {"message_id": msg_id, "block_type": TOOL_USE, "in_history": True}
+            block_id, _ = await self.db.steps(
+                (
+                    Step(_INSERT_BLOCK, block, returns_id=True),
+                    Step(_INSERT_TOOL_CALL, lambda block_id: {"block_id": block_id, **call}),
+                )
+            )
+            if block_id is None:  # pragma: no cover - a returns_id step always reports one
+                raise RuntimeError("the database did not report the tool block's id")
+            return block_id
         except IntegrityError as error:
             raise _missing_parent("message_id", msg_id, error) from None
 
@@ -300,9 +306,10 @@ class ConversationMethods(UsesDatabase):
 
     async def get_tool_call(self, tool_call_id: str) -> dict[str, Any] | None:
         check_text("tool_call_id", tool_call_id, NAME_LENGTH)
-        row = (await self.db.execute(_GET_TOOL_CALL, {"tool_call_id": tool_call_id})).first()
-        if row is None:
+        rows = await self.db.fetch(_GET_TOOL_CALL, {"tool_call_id": tool_call_id})
+        if not rows:
             return None
+        row = rows[0]
         return {
             "tool_name": row.tool_name,
             "input_json": json.dumps(row.tool_input or {}, indent=2),
@@ -320,19 +327,16 @@ class ConversationMethods(UsesDatabase):
             )
         stmt = dialects.upsert(self.db.dialect_name, Heartbeat, *_HEARTBEAT_SHAPE)
         values = {"agent_name": agent_name, "last_ping_pong_time": float(last_ping_pong_time)}
-        await self.db.execute(stmt, values)
+        await self.db.write(stmt, values)
 
     async def get_heartbeat(self, agent_name: str) -> dict[str, Any] | None:
         check_text("agent_name", agent_name, NAME_LENGTH)
-        result = await self.db.execute(_GET_HEARTBEAT, {"agent_name": agent_name})
-        value = result.scalar_one_or_none()
-        return None if value is None else {"last_ping_pong_time": float(value)}
+        rows = await self.db.fetch(_GET_HEARTBEAT, {"agent_name": agent_name})
+        return {"last_ping_pong_time": float(rows[0][0])} if rows else None
 
     async def _append_block(self, message_id: int | str, **values: Any) -> int:
         msg_id = to_id("message_id", message_id)
         try:
-            return await self.db.insert_returning_id(
-                _INSERT_BLOCK, {"message_id": msg_id, **values}
-            )
+            return await self.db.insert_id(_INSERT_BLOCK, {"message_id": msg_id, **values})
         except IntegrityError as error:
             raise _missing_parent("message_id (or a linked block id)", msg_id, error) from None

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-from sqlalchemy import Executable, Insert, Result
+from sqlalchemy import ClauseElement, Executable, Insert, Result
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from slack_agents_sa import dialects
 from slack_agents_sa.errors import ConnectionLostError, ProviderClosedError
+from slack_agents_sa.executors import EngineExecutor, Executor, Step, Values
 from slack_agents_sa.settings import ProviderSettings
 from slack_agents_sa.types import dump_json
 
@@ -77,6 +79,11 @@ def make_engine(
     return engine
 
 
+#: Lanes (held connections) of a native executor when `pool_size` is not set: SQLAlchemy's
+#: default pool size, which the measurements in issue 11 used.
+DEFAULT_LANES = 5
+
+
 class Database:
     """One provider's engine; created in `initialize()`, disposed in `close()`."""
 
@@ -98,6 +105,8 @@ class Database:
         self._turns = asyncio.Lock()
         # Calls still running on the database after their caller was cancelled (see `_shielded`).
         self._calls: set[asyncio.Task[Any]] = set()
+        # How the provider's calls reach the database (see `fetch` and `open`).
+        self._executor: Executor = EngineExecutor(self.statement, self.transaction)
 
     async def open(self) -> None:
         """Get ready for calls (after migrations).
@@ -109,6 +118,47 @@ class Database:
         """
         if dialects.shares_one_connection(self.dialect_name) and self._shared is None:
             self._shared = await self._autocommit_engine.connect()
+        native = dialects.native_executor(
+            self.settings.url,
+            self.settings.executor,
+            self.settings.pool_size or DEFAULT_LANES,
+            self.engine.dialect,
+            self._lane_engine,
+            self.settings.echo,
+        )
+        if native is not None:
+            await native.open()
+            self._executor = native
+
+    def _lane_engine(self) -> AsyncEngine:
+        """A pool-less twin of the engine: lanes hold its connections for the provider's life."""
+        return make_engine(
+            self.settings.url,
+            schema=self.settings.db_schema,
+            echo=self.settings.echo,
+            pool_options={"poolclass": NullPool},
+        )
+
+    @property
+    def executor_kind(self) -> str:
+        """ "native" or "sqlalchemy": the path the provider's calls take."""
+        return self._executor.kind
+
+    async def fetch(self, stmt: ClauseElement, values: Values | None = None) -> list[Any]:
+        """Every row a statement returns, as tuples with named fields (`row.id`)."""
+        return await self._shielded(self._executor.fetch(stmt, values or {}))
+
+    async def write(self, stmt: ClauseElement, values: Values | None = None) -> int:
+        """Run one statement that commits by itself; how many rows it touched."""
+        return await self._shielded(self._executor.write(stmt, values or {}))
+
+    async def insert_id(self, stmt: ClauseElement, values: Values | None = None) -> int:
+        """Run one INSERT (or upsert) by itself; the inserted (or upserted) row's id."""
+        return await self._shielded(self._executor.insert_id(stmt, values or {}))
+
+    async def steps(self, steps: Sequence[Step]) -> list[int | None]:
+        """Run `steps` as one transaction; the ids of the rows the `returns_id` steps inserted."""
+        return await self._shielded(self._executor.transaction(steps))
 
     @asynccontextmanager
     async def statement(self) -> AsyncIterator[AsyncConnection]:
@@ -153,7 +203,11 @@ class Database:
         return await self._shielded(in_transaction())
 
     async def execute(self, stmt: Executable, values: dict[str, Any] | None = None) -> Result[Any]:
-        """Run one statement (it commits by itself); the result comes back fully buffered."""
+        """Run one statement through SQLAlchemy (it commits by itself), result fully buffered.
+
+        For batch work (retention, key rotation, stats) that wants SQLAlchemy's `Result`;
+        the provider's per-call methods use `fetch` / `write` / `insert_id` / `steps`.
+        """
         return await self.run(lambda conn: conn.execute(stmt, values))
 
     async def insert_returning_id(self, stmt: Insert, values: dict[str, Any] | None = None) -> int:
@@ -183,6 +237,8 @@ class Database:
     async def dispose(self) -> None:
         """Wait for calls still running for cancelled callers, then close every connection."""
         await self.settle()
+        executor, self._executor = self._executor, EngineExecutor(self.statement, self.transaction)
+        await executor.close()
         shared, self._shared = self._shared, None
         if shared is not None:
             await shared.close()

@@ -191,11 +191,8 @@ def _install_mysql_hooks(engine: AsyncEngine) -> None:
             return
         rows = parameters if executemany else [parameters]
         size = _utf8_size(statement) + sum(_parameters_size(row) for row in rows)
-        if size > limit - _PACKET_HEADROOM:
-            raise ValueError(
-                f"value too large for this server: the statement takes {size} bytes and "
-                f"MySQL/MariaDB's max_allowed_packet is {limit} bytes (raise it on the server)"
-            )
+        if (error := packet_too_large(size, limit)) is not None:
+            raise error
 
 
 class _PrimaryKeyNameNote(logging.Filter):
@@ -230,6 +227,22 @@ def _parameters_size(parameters: Any) -> int:
         elif isinstance(value, bytes | bytearray):
             size += len(value)
     return size
+
+
+def statement_size(statement: str, parameters: Any) -> int:
+    """Bytes a MySQL statement with its (dict or sequence of) values takes on the wire,
+    near enough to compare with `max_allowed_packet` (see `_install_mysql_hooks`)."""
+    return _utf8_size(statement) + _parameters_size(parameters)
+
+
+def packet_too_large(size: int, limit: int) -> ValueError | None:
+    """The error for a statement of `size` bytes on a server with this packet limit, if any."""
+    if size <= limit - _PACKET_HEADROOM:
+        return None
+    return ValueError(
+        f"value too large for this server: the statement takes {size} bytes and "
+        f"MySQL/MariaDB's max_allowed_packet is {limit} bytes (raise it on the server)"
+    )
 
 
 def shares_one_connection(dialect_name: str) -> bool:
@@ -512,3 +525,44 @@ async def release_migration_lock(conn: AsyncConnection) -> None:
     """Release what `take_migration_lock` took where the transaction's end does not."""
     if backend(conn.dialect.name) == "mysql":
         await conn.execute(_MYSQL_RELEASE_LOCK, {"prefix": _MYSQL_MIGRATION_LOCK})
+
+
+def native_executor_name(url: URL) -> str | None:
+    """Which native executor serves `url` ("postgresql", "sqlite", "mysql"), None if none.
+
+    In-memory SQLite has none: its data lives in one connection, which a worker thread's
+    own connection cannot see.
+    """
+    backend_name, driver = url.get_backend_name(), url.get_driver_name()
+    if backend_name == "postgresql" and driver == "asyncpg":
+        return "postgresql"
+    if backend_name == "sqlite" and (url.database or "") not in ("", ":memory:"):
+        return None if url.query.get("mode") == "memory" else "sqlite"
+    if backend(backend_name) == "mysql" and driver == "asyncmy":
+        return "mysql"
+    return None
+
+
+def native_executor(
+    url: URL, chosen: str | None, lanes: int, dialect: Any, lane_engine: Any, echo: bool
+) -> Any:
+    """The native executor for `url`, or None for SQLAlchemy's path (`executor` option)."""
+    name = native_executor_name(url)
+    if chosen == "sqlalchemy" or name is None:
+        return None
+    from slack_agents_sa.executors.compiled import StatementCache
+
+    statements = StatementCache(dialect, echo=echo)
+    if name == "postgresql":
+        from slack_agents_sa.executors.postgresql import PostgresExecutor
+
+        return PostgresExecutor(lane_engine(), statements, lanes)
+    if name == "sqlite":
+        from slack_agents_sa.executors.sqlite import SQLiteExecutor
+
+        return SQLiteExecutor(url.database or "", statements)
+    if name == "mysql":
+        from slack_agents_sa.executors.mysql import MySQLExecutor
+
+        return MySQLExecutor(lane_engine(), statements, lanes)
+    return None

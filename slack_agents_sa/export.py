@@ -87,8 +87,7 @@ class ExportMethods(UsesDatabase):
             stmt = stmt.where(
                 exists().where(Message.conversation_id == Conversation.id, *message_filters)
             )
-        rows = (await self.db.execute(stmt)).mappings().all()
-        return [dict(row) for row in rows]
+        return [row._asdict() for row in await self.db.fetch(stmt)]
 
     async def get_messages_with_blocks(self, conversation_id: int | str) -> list[dict[str, Any]]:
         """Every message of a conversation with all its blocks (usage included), in one query."""
@@ -105,7 +104,7 @@ class ExportMethods(UsesDatabase):
             Block.size_bytes,
             Block.created_at.label("block_created_at"),
         )
-        rows = (await self.db.execute(stmt)).all()
+        rows = await self.db.fetch(stmt)
         messages: list[dict[str, Any]] = []
         for row in rows:
             if not messages or messages[-1]["id"] != row.message_id:

@@ -51,8 +51,8 @@ class KeyValueMethods(UsesDatabase):
 
     async def get(self, namespace: str, key: str) -> dict[str, Any] | None:
         _check_address(namespace, key)
-        result = await self.db.execute(_GET, {"namespace": namespace, "key": key})
-        value: dict[str, Any] | None = result.scalar_one_or_none()
+        rows = await self.db.fetch(_GET, {"namespace": namespace, "key": key})
+        value: dict[str, Any] | None = rows[0].value if rows else None
         return value
 
     async def set(self, namespace: str, key: str, value: dict[str, Any]) -> None:
@@ -61,21 +61,21 @@ class KeyValueMethods(UsesDatabase):
         stmt = dialects.upsert(self.db.dialect_name, KeyValueEntry, *_SET_SHAPE)
         now = utcnow()
         values = {"namespace": namespace, "key": key, "value": value}
-        await self.db.execute(stmt, {**values, "created_at": now, "updated_at": now})
+        await self.db.write(stmt, {**values, "created_at": now, "updated_at": now})
 
     async def delete(self, namespace: str, key: str) -> None:
         _check_address(namespace, key)
-        await self.db.execute(_DELETE, {"namespace": namespace, "key": key})
+        await self.db.write(_DELETE, {"namespace": namespace, "key": key})
 
     async def append(self, namespace: str, key: str, item: dict[str, Any]) -> str:
         _check_address(namespace, key)
         check_dict("item", item)
         values = {"namespace": namespace, "key": key, "value": item}
-        return str(await self.db.insert_returning_id(_APPEND, values))
+        return str(await self.db.insert_id(_APPEND, values))
 
     async def get_list(self, namespace: str, key: str) -> list[dict[str, Any]]:
         _check_address(namespace, key)
-        rows = (await self.db.execute(_GET_LIST, {"namespace": namespace, "key": key})).all()
+        rows = await self.db.fetch(_GET_LIST, {"namespace": namespace, "key": key})
         return [_with_id(row.id, row.value) for row in rows]
 
     async def query(self, namespace: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
@@ -96,7 +96,7 @@ class KeyValueMethods(UsesDatabase):
             KeyValueEntry.namespace == namespace, *self._prefilter(KeyValueEntry.value, filters)
         )
         stmt = union_all(items, entries)
-        rows = (await self.db.execute(stmt)).all()
+        rows = await self.db.fetch(stmt)
         appended = sorted((row for row in rows if row.id is not None), key=lambda row: row.id)
         stored = sorted((row for row in rows if row.id is None), key=lambda row: row.key)
         results = [_with_id(row.id, row.value) for row in appended]

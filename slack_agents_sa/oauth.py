@@ -12,12 +12,12 @@ from dataclasses import asdict
 from typing import Any
 
 from slack_agents.storage.base import OAuthClientRow, OAuthTokenRow
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 
 from slack_agents_sa import dialects
 from slack_agents_sa.database import UsesDatabase
 from slack_agents_sa.keys import open_secret, seal_secret
-from slack_agents_sa.models import KEY_LENGTH, NAME_LENGTH, OAuthClient, OAuthToken
+from slack_agents_sa.models import KEY_LENGTH, NAME_LENGTH, OAuthClient, OAuthToken, table_of
 from slack_agents_sa.validation import check_text
 
 _TOKEN_FIELDS = tuple(OAuthTokenRow.__dataclass_fields__)
@@ -41,6 +41,20 @@ _ACCESS_TOKEN = f"{OAuthToken.__tablename__}.access_token"
 _CLIENT_SECRET = f"{OAuthClient.__tablename__}.client_secret"
 
 
+_tokens = table_of(OAuthToken)
+_clients = table_of(OAuthClient)
+_TOKEN = (_tokens.c.user_id == bindparam("user_id")) & (
+    _tokens.c.server_id == bindparam("server_id")
+)
+_CLIENT = (_clients.c.server_id == bindparam("server_id")) & (
+    _clients.c.redirect_uri == bindparam("redirect_uri")
+)
+# Built once: on hot paths, building a statement costs more than running it.
+_GET_TOKEN = select(*(_tokens.c[name] for name in _TOKEN_FIELDS)).where(_TOKEN)
+_DELETE_TOKEN = delete(_tokens).where(_TOKEN)
+_GET_CLIENT = select(*(_clients.c[name] for name in _CLIENT_FIELDS)).where(_CLIENT)
+_DELETE_CLIENT = delete(_clients).where(_CLIENT)
+
 # What a repeated `put` overwrites: everything but the first created_at.
 _TOKEN_UPDATE = tuple(name for name in _TOKEN_FIELDS if name != "created_at")
 _CLIENT_UPDATE = tuple(name for name in _CLIENT_FIELDS if name != "created_at")
@@ -52,13 +66,10 @@ class OAuthMethods(UsesDatabase):
     async def get_oauth_token(self, user_id: str, server_id: str) -> OAuthTokenRow | None:
         check_text("user_id", user_id, NAME_LENGTH)
         check_text("server_id", server_id, NAME_LENGTH)
-        columns = [OAuthToken.__table__.c[name] for name in _TOKEN_FIELDS]
-        stmt = select(*columns).where(
-            OAuthToken.user_id == user_id, OAuthToken.server_id == server_id
-        )
-        row = (await self.db.execute(stmt)).mappings().first()
-        if row is None:
+        rows = await self.db.fetch(_GET_TOKEN, {"user_id": user_id, "server_id": server_id})
+        if not rows:
             return None
+        row = rows[0]._asdict()
         access_token = open_secret(self.db.settings.secrets, _ACCESS_TOKEN, row["access_token"])
         return OAuthTokenRow(**{**row, "access_token": access_token})
 
@@ -72,26 +83,21 @@ class OAuthMethods(UsesDatabase):
         stmt = dialects.upsert(
             self.db.dialect_name, OAuthToken, tuple(values), ("user_id", "server_id"), _TOKEN_UPDATE
         )
-        await self.db.execute(stmt, values)
+        await self.db.write(stmt, values)
 
     async def delete_oauth_token(self, user_id: str, server_id: str) -> None:
         check_text("user_id", user_id, NAME_LENGTH)
         check_text("server_id", server_id, NAME_LENGTH)
-        stmt = delete(OAuthToken).where(
-            OAuthToken.user_id == user_id, OAuthToken.server_id == server_id
-        )
-        await self.db.execute(stmt)
+        await self.db.write(_DELETE_TOKEN, {"user_id": user_id, "server_id": server_id})
 
     async def get_oauth_client(self, server_id: str, redirect_uri: str) -> OAuthClientRow | None:
         check_text("server_id", server_id, NAME_LENGTH)
         check_text("redirect_uri", redirect_uri, KEY_LENGTH)
-        columns = [OAuthClient.__table__.c[name] for name in _CLIENT_FIELDS]
-        stmt = select(*columns).where(
-            OAuthClient.server_id == server_id, OAuthClient.redirect_uri == redirect_uri
-        )
-        row = (await self.db.execute(stmt)).mappings().first()
-        if row is None:
+        client = {"server_id": server_id, "redirect_uri": redirect_uri}
+        rows = await self.db.fetch(_GET_CLIENT, client)
+        if not rows:
             return None
+        row = rows[0]._asdict()
         secret = row["client_secret"]
         if secret is not None:
             secret = open_secret(self.db.settings.secrets, _CLIENT_SECRET, secret)
@@ -111,12 +117,10 @@ class OAuthMethods(UsesDatabase):
         stmt = dialects.upsert(
             self.db.dialect_name, OAuthClient, tuple(values), keys, _CLIENT_UPDATE
         )
-        await self.db.execute(stmt, values)
+        await self.db.write(stmt, values)
 
     async def delete_oauth_client(self, server_id: str, redirect_uri: str) -> None:
         check_text("server_id", server_id, NAME_LENGTH)
         check_text("redirect_uri", redirect_uri, KEY_LENGTH)
-        stmt = delete(OAuthClient).where(
-            OAuthClient.server_id == server_id, OAuthClient.redirect_uri == redirect_uri
-        )
-        await self.db.execute(stmt)
+        client = {"server_id": server_id, "redirect_uri": redirect_uri}
+        await self.db.write(_DELETE_CLIENT, client)

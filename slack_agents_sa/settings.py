@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote_plus
 
 from pydantic import (
@@ -171,6 +171,10 @@ class ProviderSettings(BaseModel):
     pool_recycle: int | None = Field(default=None, ge=-1)
     #: Test each pooled connection before use (one extra round trip per call).
     pool_pre_ping: bool = False
+    #: How calls reach the database: "native" (compiled statements run on the driver: asyncpg
+    #: or asyncmy lanes, a SQLite worker thread) or "sqlalchemy" (SQLAlchemy's execution
+    #: path). None: native wherever this database has a native executor.
+    executor: Literal["native", "sqlalchemy"] | None = None
     #: PostgreSQL only: keep our tables (and our version table) in this schema, created if
     #: missing. Lets several agents, or a host app, share one database without sharing tables.
     db_schema: str | None = Field(default=None, alias="schema", pattern=SCHEMA_NAME)

@@ -1,0 +1,19 @@
+"""How a provider call reaches the database: one executor per driver behind one protocol.
+
+`native` executors run SQLAlchemy-compiled statements on the driver (asyncpg lanes, a
+SQLite worker thread, asyncmy lanes); the generic one is SQLAlchemy's own execution path
+and serves every other async dialect, and `executor: sqlalchemy` everywhere.
+"""
+
+from slack_agents_sa.executors.base import Executor, Step, Values
+from slack_agents_sa.executors.compiled import CompiledStatement, StatementCache
+from slack_agents_sa.executors.engine import EngineExecutor
+
+__all__ = [
+    "CompiledStatement",
+    "EngineExecutor",
+    "Executor",
+    "StatementCache",
+    "Step",
+    "Values",
+]
