@@ -21,6 +21,7 @@ from pydantic import (
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from slack_agents_sa import dialects
 from slack_agents_sa.errors import ConfigError
 from slack_agents_sa.keys import SecretBox, split_keys
 
@@ -190,6 +191,17 @@ class ProviderSettings(BaseModel):
                 check_schema(self.url, self.db_schema)
             except ValueError as error:
                 raise ValueError(f"option 'schema' {error}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _native_executor_exists(self) -> ProviderSettings:
+        if self.executor == "native" and dialects.native_executor_name(self.url) is None:
+            raise ValueError(
+                f"option 'executor': no native executor for {self.url.drivername}"
+                + (" in memory" if self.is_memory_sqlite else "")
+                + " (native: postgresql+asyncpg, a SQLite file, mysql/mariadb+asyncmy); "
+                "leave it unset or say 'sqlalchemy'"
+            )
         return self
 
     @field_validator("encryption_keys", mode="before")

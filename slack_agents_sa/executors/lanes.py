@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,9 +43,11 @@ class Lanes:
         size: int,
         keeps_connection: Callable[[BaseException, Any], bool],
         set_up: Callable[[Any], Any] | None = None,
+        is_closed: Callable[[Any], bool] | None = None,
     ) -> None:
         self._engine = engine
         self._keeps_connection = keeps_connection
+        self._is_closed = is_closed
         self._set_up = set_up
         # None stands for a lane not opened yet; LIFO, so the warmest lane serves next.
         self._free: asyncio.LifoQueue[Lane | None] = asyncio.LifoQueue()
@@ -75,7 +77,13 @@ class Lanes:
             raise ConnectionLostError("the provider's connections are closed")
         lane = await self._free.get()
         if lane is not None:
-            return lane
+            if self._is_closed is None or not self._is_closed(lane.driver):
+                return lane
+            # Closed by the server while idle (a restart, a KILL, an idle timeout): what a
+            # pool's checkout check does, without a round trip where the driver knows.
+            self._open.discard(lane)
+            with suppress(Exception):  # it is gone either way; the token must not be lost
+                await asyncio.shield(lane.conn.invalidate())
         try:
             conn = await self._engine.connect()
         except BaseException as error:

@@ -47,6 +47,10 @@ def _keeps_connection(error: BaseException, driver: Any) -> bool:
     return type(error) in (TypeError, ValueError)
 
 
+def _is_closed(driver: Any) -> bool:
+    return bool(driver.is_closed())
+
+
 def _translated(error: Exception, sql: str) -> Exception:
     """asyncpg's error as the SQLAlchemy error the generic path raises, chained."""
     unchanged = error  # (asyncpg is untyped: isinstance() below makes `error` Any)
@@ -71,7 +75,8 @@ class PostgresExecutor:
     def __init__(self, lane_engine: AsyncEngine, statements: StatementCache, lanes: int) -> None:
         self._statements = statements
         self._engine = lane_engine
-        self._lanes = Lanes(lane_engine, lanes, _keeps_connection)
+        # asyncpg notices a closed socket by itself, so a dead lane is replaced before use.
+        self._lanes = Lanes(lane_engine, lanes, _keeps_connection, is_closed=_is_closed)
 
     async def open(self) -> None:
         return None
