@@ -537,7 +537,9 @@ def native_executor_name(url: URL) -> str | None:
     if backend_name == "postgresql" and driver == "asyncpg":
         return "postgresql"
     if backend_name == "sqlite" and (url.database or "") not in ("", ":memory:"):
-        return None if url.query.get("mode") == "memory" else "sqlite"
+        # The worker's sqlite3.connect takes the path only: URL options (uri, mode, timeout)
+        # would be ignored there, so such URLs keep SQLAlchemy's path.
+        return None if url.query else "sqlite"
     if backend(backend_name) == "mysql" and driver == "asyncmy":
         return "mysql"
     return None

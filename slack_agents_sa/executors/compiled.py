@@ -72,15 +72,21 @@ class CompiledStatement:
             column.key: _column_default(column)
             for column in (*compiled.insert_prefetch, *compiled.update_prefetch)
         }
-        # Expanding IN lists render per call (the number of values is part of the text).
-        self._expanding = any(bind.expanding for bind in compiled.binds.values())
+        # Expanding IN lists and literal_execute values render per call (they are in the text).
+        self._expanding = any(
+            bind.expanding or bind.literal_execute for bind in compiled.binds.values()
+        )
         # One slot per placeholder, in placeholder order (not `bind_names` order:
         # encode/databases#435); a name used twice shares one `$n` on asyncpg.
         self._slots: list[tuple[str, Any, Callable[[], Any] | None, Processor]] = []
+        # Values given by bindparam(value=) and by .params() (which the binds do not hold).
+        present = compiled.params
         for name in compiled.positiontup or ():
             bind = compiled.binds[name]
             default = defaults.get(name) or bind.callable
-            literal = _REQUIRED if bind.required and bind.value is None else bind.value
+            literal = present.get(name, bind.value)
+            if literal is None and bind.required:
+                literal = _REQUIRED
             self._slots.append((name, literal, default, _bind_processor(bind, dialect)))
         columns = _result_columns(stmt, compiled)
         self._row: Any = namedtuple("Row", [key for key, _ in columns], rename=True)  # type: ignore[misc]
