@@ -1,4 +1,11 @@
-"""Fixtures that pick the database: every test body taking `provider` runs on each backend."""
+"""Fixtures that pick the database: every test body taking `provider` runs on each backend.
+
+`fresh_url` (and so `provider`) runs on every backend of `tests.databases.ALL_BACKENDS`,
+the ones with a native executor twice: natively (ids `sqlite-file`, `postgresql`, `mysql`)
+and on SQLAlchemy's path (`...-sqlalchemy`). A test that builds its own provider passes
+`provider_options` (`Provider(url=fresh_url, **provider_options)`), which carries the
+backend's `executor`. Select by path with `-k native` / `-k sqlalchemy` (markers).
+"""
 
 from __future__ import annotations
 
@@ -15,18 +22,22 @@ from slack_agents_sa import Provider
 from tests.databases import (
     ALL_BACKENDS,
     PERSISTENT_BACKENDS,
-    SQLITE_FILE,
-    SQLITE_MEMORY,
     Backend,
+    backend_params,
+    brand_new_database,
     create_scratch_database,
     drop_scratch_database,
     empty_all_tables,
     opened_provider,
-    scratch_database,
 )
 
 #: Set by .ci/run: a skipped test is a failure there.
 STRICT_ENV = "SLACK_AGENTS_SA_STRICT"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "native: the providers run on a native executor")
+    config.addinivalue_line("markers", "sqlalchemy: the providers run on SQLAlchemy's path")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -41,8 +52,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 
 @pytest.fixture(scope="session")
 def server_databases() -> Iterator[dict[Backend, URL]]:
-    """One migrated scratch database per server backend, made on first use, for the whole run."""
-    made: dict[Backend, tuple[URL, URL]] = {}
+    """One migrated scratch database per server and driver, made on first use, for the whole
+    run: the twins of a backend (its `-sqlalchemy` twin) share it."""
+    made: dict[tuple[str | None, str | None], tuple[URL, URL]] = {}
     databases: dict[Backend, URL] = _LazyDatabases(made)
     try:
         yield databases
@@ -54,15 +66,18 @@ def server_databases() -> Iterator[dict[Backend, URL]]:
 class _LazyDatabases(dict[Backend, URL]):
     """Creates (and remembers for dropping) a server's scratch database when first asked."""
 
-    def __init__(self, made: dict[Backend, tuple[URL, URL]]) -> None:
+    def __init__(self, made: dict[tuple[str | None, str | None], tuple[URL, URL]]) -> None:
         super().__init__()
         self._made = made
 
     def __missing__(self, backend: Backend) -> URL:
-        server = backend.server_url
-        url = asyncio.run(create_scratch_database(server))
-        self._made[backend] = (server, url)
-        asyncio.run(_migrate(url))
+        key = backend.server_key
+        if key not in self._made:
+            server = backend.server_url
+            url = asyncio.run(create_scratch_database(server))
+            self._made[key] = (server, url)
+            asyncio.run(_migrate(url))
+        url = self._made[key][1]
         self[backend] = url
         return url
 
@@ -73,32 +88,57 @@ async def _migrate(url: URL) -> None:
     await storage.close()
 
 
-@pytest.fixture(params=ALL_BACKENDS, ids=lambda backend: backend.name)
+@pytest.fixture(params=backend_params(ALL_BACKENDS))
 def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of an empty database of each backend (migrated already for servers)."""
     backend: Backend = request.param
-    if backend is SQLITE_FILE:
+    if backend.storage == "file":
         return f"sqlite+aiosqlite:///{tmp_path / 'agents.db'}"
-    if backend is SQLITE_MEMORY:
+    if backend.storage == "memory":
         return "sqlite+aiosqlite:///:memory:"
     url: URL = request.getfixturevalue("server_databases")[backend]
     asyncio.run(empty_all_tables(url))
     return url.render_as_string(hide_password=False)
 
 
+def parametrized_backend(request: pytest.FixtureRequest) -> Backend | None:
+    """The backend this test runs on (a `Backend` parameter of any fixture), if any."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is None:
+        return None
+    found = [value for value in callspec.params.values() if isinstance(value, Backend)]
+    assert len(found) <= 1, f"a test on two backends at once: {found}"
+    return found[0] if found else None
+
+
 @pytest.fixture
-async def provider(fresh_url: str) -> AsyncIterator[Provider]:
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """The backend of this test's `fresh_url` / `empty_url` (or other backend parameter)."""
+    found = parametrized_backend(request)
+    assert found is not None, "`backend` needs a fixture parametrized by backend"
+    return found
+
+
+@pytest.fixture
+def provider_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The options every provider of this test takes: its backend's `executor`."""
+    found = parametrized_backend(request)
+    return {} if found is None else found.options
+
+
+@pytest.fixture
+async def provider(fresh_url: str, provider_options: dict[str, Any]) -> AsyncIterator[Provider]:
     """An initialized provider on an empty, migrated database of each backend."""
-    async with opened_provider(fresh_url) as storage:
+    async with opened_provider(fresh_url, **provider_options) as storage:
         yield storage
 
 
-@pytest.fixture(params=PERSISTENT_BACKENDS, ids=lambda backend: backend.name)
+@pytest.fixture(params=backend_params(PERSISTENT_BACKENDS))
 async def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """The URL of a brand-new empty database (no tables at all) of each persistent backend."""
-    backend: Backend = request.param
-    if backend is SQLITE_FILE:
-        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
-        return
-    async with scratch_database(backend) as url:
+    """The URL of a brand-new empty database (no tables at all) of each persistent backend.
+
+    On the default executor only: its tests are about migrations and the CLI, which do not
+    take the executor's path (a module overrides it where that matters: test_concurrency).
+    """
+    async with brand_new_database(request.param, tmp_path) as url:
         yield url

@@ -2,6 +2,19 @@
 
 A server test skips when its variable is unset, and fails when the variable is set but the
 server cannot be reached: CI sets the variables, so CI never silently skips a database.
+
+Each backend also says which executor (option `executor`) its providers use. The ids of
+the backends, as they appear in test ids (`test_x[postgresql-sqlalchemy]`):
+
+- `sqlite-file`, `postgresql`, `mysql` (asyncmy): the default, which is the native executor;
+- `sqlite-file-sqlalchemy`, `postgresql-sqlalchemy`, `mysql-sqlalchemy`: the same databases
+  with `executor="sqlalchemy"` (SQLAlchemy's own execution path);
+- `sqlite-memory`, `mysql-aiomysql`: no native executor exists, so SQLAlchemy's path.
+
+Every backend parameter also carries the marker `native` or `sqlalchemy` (the path its
+providers take), so `pytest -k native`, `pytest -k sqlalchemy`, `pytest -m native` or
+`pytest -k "postgresql and not sqlalchemy"` select by executor. Twins of one server share
+that server's scratch database (`server_key`).
 """
 
 from __future__ import annotations
@@ -10,8 +23,9 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 from sqlalchemy import text
@@ -34,6 +48,36 @@ class Backend:
     env_var: str | None = None
     #: Run on this async driver instead of the one the URL names.
     driver: str | None = None
+    #: Where the data lives: a SQLite file, SQLite memory, or the server of `env_var`.
+    storage: Literal["file", "memory", "server"] = "server"
+    #: The option `executor` of every provider a test builds here (None: the default).
+    executor: Literal["native", "sqlalchemy"] | None = None
+    #: Whether a native executor serves this database (so the default means native).
+    has_native: bool = False
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Provider options that put a provider on this backend's executor."""
+        return {} if self.executor is None else {"executor": self.executor}
+
+    @property
+    def executor_kind(self) -> str:
+        """ "native" or "sqlalchemy": what `provider.db.executor_kind` says here."""
+        return "native" if self.has_native and self.executor != "sqlalchemy" else "sqlalchemy"
+
+    @property
+    def server_key(self) -> tuple[str | None, str | None]:
+        """What twins of one server and driver share (their scratch database)."""
+        return (self.env_var, self.driver)
+
+    def sqlalchemy_twin(self) -> Backend:
+        """This backend with `executor="sqlalchemy"`, named `<name>-sqlalchemy`."""
+        return replace(self, name=f"{self.name}-sqlalchemy", executor="sqlalchemy")
+
+    def param(self) -> Any:
+        """This backend as a pytest parameter: its name as id, its executor as marker."""
+        marker = pytest.mark.native if self.executor_kind == "native" else pytest.mark.sqlalchemy
+        return pytest.param(self, id=self.name, marks=marker)
 
     @property
     def server_url(self) -> URL:
@@ -52,15 +96,45 @@ class Backend:
         return url
 
 
-SQLITE_FILE = Backend("sqlite-file")
-SQLITE_MEMORY = Backend("sqlite-memory")
-POSTGRES = Backend("postgresql", POSTGRES_ENV)
-MYSQL = Backend("mysql", MYSQL_ENV)
-#: The same MySQL/MariaDB server through the other supported driver.
+SQLITE_FILE = Backend("sqlite-file", storage="file", has_native=True)
+SQLITE_MEMORY = Backend("sqlite-memory", storage="memory")
+POSTGRES = Backend("postgresql", POSTGRES_ENV, has_native=True)
+MYSQL = Backend("mysql", MYSQL_ENV, has_native=True)
+#: The same MySQL/MariaDB server through the other supported driver (no native executor).
 MYSQL_AIOMYSQL = Backend("mysql-aiomysql", MYSQL_ENV, driver="aiomysql")
-ALL_BACKENDS = [SQLITE_FILE, SQLITE_MEMORY, POSTGRES, MYSQL, MYSQL_AIOMYSQL]
+#: The backends with a native executor, on SQLAlchemy's path instead.
+SQLITE_FILE_SQLALCHEMY = SQLITE_FILE.sqlalchemy_twin()
+POSTGRES_SQLALCHEMY = POSTGRES.sqlalchemy_twin()
+MYSQL_SQLALCHEMY = MYSQL.sqlalchemy_twin()
+NATIVE_BACKENDS = [SQLITE_FILE, POSTGRES, MYSQL]
+ALL_BACKENDS = [
+    SQLITE_FILE,
+    SQLITE_FILE_SQLALCHEMY,
+    SQLITE_MEMORY,
+    POSTGRES,
+    POSTGRES_SQLALCHEMY,
+    MYSQL,
+    MYSQL_SQLALCHEMY,
+    MYSQL_AIOMYSQL,
+]
 #: Backends whose data outlives a connection (migration and CLI tests need these).
 PERSISTENT_BACKENDS = [SQLITE_FILE, POSTGRES, MYSQL]
+#: The same, each on both executors.
+PERSISTENT_BACKENDS_BOTH = [
+    SQLITE_FILE,
+    SQLITE_FILE_SQLALCHEMY,
+    POSTGRES,
+    POSTGRES_SQLALCHEMY,
+    MYSQL,
+    MYSQL_SQLALCHEMY,
+]
+#: Server backends on both executors (and aiomysql).
+SERVER_BACKENDS = [POSTGRES, POSTGRES_SQLALCHEMY, MYSQL, MYSQL_SQLALCHEMY, MYSQL_AIOMYSQL]
+
+
+def backend_params(backends: list[Backend]) -> list[Any]:
+    """`backends` as pytest parameters (ids and executor markers): for `params=` / parametrize."""
+    return [backend.param() for backend in backends]
 
 
 def _is_mysql(url: URL) -> bool:
@@ -108,6 +182,16 @@ async def scratch_database(backend: Backend) -> AsyncIterator[str]:
         yield url.render_as_string(hide_password=False)
     finally:
         await drop_scratch_database(server, url)
+
+
+@asynccontextmanager
+async def brand_new_database(backend: Backend, tmp_path: Path) -> AsyncIterator[str]:
+    """A database with no tables at all on `backend` (`tmp_path` holds a SQLite file)."""
+    if backend.storage == "file":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+        return
+    async with scratch_database(backend) as url:
+        yield url
 
 
 async def drop_scratch_database(server: URL, url: URL) -> None:

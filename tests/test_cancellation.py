@@ -276,18 +276,18 @@ async def test_a_call_cancelled_at_any_await_point_leaves_the_provider_working(
 
 
 async def test_a_cancelled_initialize_leaves_a_provider_that_opens_and_works(
-    fresh_url: str, tmp_path: Path
+    fresh_url: str, tmp_path: Path, provider_options: dict[str, Any]
 ) -> None:
     """Start-up cancelled at every await point, migrating and only checking the schema (a
     fresh SQLite file each time, so the migration itself is cut at every point there):
     initialize() again works and the provider serves calls."""
     # An in-memory database starts empty, so it can only be migrated, never just checked.
     for migrate in [True] if ":memory:" in fresh_url else [True, False]:
-        await _initialize_cancelled_at_every_point(fresh_url, tmp_path, migrate)
+        await _initialize_cancelled_at_every_point(fresh_url, tmp_path, migrate, provider_options)
 
 
 async def _initialize_cancelled_at_every_point(
-    fresh_url: str, tmp_path: Path, migrate: bool
+    fresh_url: str, tmp_path: Path, migrate: bool, options: dict[str, Any]
 ) -> None:
     k = 0
     while True:
@@ -296,7 +296,7 @@ async def _initialize_cancelled_at_every_point(
             url = f"sqlite+aiosqlite:///{tmp_path / f'agents-{migrate}-{k}.db'}"
         if not migrate:
             await _migrated(url)
-        storage = Provider(url=url, migrate=migrate)
+        storage = Provider(url=url, migrate=migrate, **options)
         try:
             completed = await _cancel_after(storage.initialize(), k)
             await storage.initialize()

@@ -1,7 +1,7 @@
 """Several replicas on one database: concurrent writers, processes and migrators lose nothing.
 
-Run on every persistent backend (SQLite file, PostgreSQL, MySQL/MariaDB): an in-memory
-database cannot be shared by two engines or processes.
+Run on every persistent backend (SQLite file, PostgreSQL, MySQL/MariaDB), each on both
+executors: an in-memory database cannot be shared by two engines or processes.
 """
 
 from __future__ import annotations
@@ -10,13 +10,16 @@ import asyncio
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from slack_agents_sa import Provider
 from slack_agents_sa.migrate import VERSION_TABLE, head_revisions
+from tests.databases import PERSISTENT_BACKENDS_BOTH, backend_params, brand_new_database
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,8 +29,8 @@ WRITER = r"""
 import asyncio, json, sys
 from slack_agents_sa import Provider
 
-async def main(url, name):
-    storage = Provider(url=url)
+async def main(url, name, executor):
+    storage = Provider(url=url, executor=executor or None)
     await storage.initialize()
     async def task(n):
         item_id = await storage.append("shared", f"list-{n % 3}", {"writer": name, "n": n})
@@ -38,7 +41,7 @@ async def main(url, name):
     await storage.close()
     print(json.dumps(ids))
 
-asyncio.run(main(sys.argv[1], sys.argv[2]))
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
 """
 
 #: One migrator of the concurrent-migrations test.
@@ -46,13 +49,13 @@ MIGRATOR = r"""
 import asyncio, sys
 from slack_agents_sa import Provider
 
-async def main(url, name):
-    storage = Provider(url=url)
+async def main(url, name, executor):
+    storage = Provider(url=url, executor=executor or None)
     await storage.initialize()
     await storage.set("migrators", name, {"ok": True})
     await storage.close()
 
-asyncio.run(main(sys.argv[1], sys.argv[2]))
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
 """
 
 
@@ -73,19 +76,31 @@ def _finish(process: subprocess.Popen[str]) -> str:
     return out
 
 
+@pytest.fixture(params=backend_params(PERSISTENT_BACKENDS_BOTH))
+async def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A brand-new empty database of each persistent backend, on each executor."""
+    async with brand_new_database(request.param, tmp_path) as url:
+        yield url
+
+
+def _executor_argument(options: dict[str, Any]) -> str:
+    """The option `executor` for a spawned process ("" for the default)."""
+    return str(options.get("executor") or "")
+
+
 @pytest.fixture
-async def shared_url(empty_url: str) -> str:
+async def shared_url(empty_url: str, provider_options: dict[str, Any]) -> str:
     """An empty persistent database, migrated."""
-    storage = Provider(url=empty_url)
+    storage = Provider(url=empty_url, **provider_options)
     await storage.initialize()
     await storage.close()
     return empty_url
 
 
 async def test_a_hundred_concurrent_get_or_create_from_two_replicas_make_one_row(
-    shared_url: str,
+    shared_url: str, provider_options: dict[str, Any]
 ) -> None:
-    replicas = [Provider(url=shared_url), Provider(url=shared_url)]
+    replicas = [Provider(url=shared_url, **provider_options) for _ in range(2)]
     for replica in replicas:
         await replica.initialize()
     try:
@@ -102,10 +117,13 @@ async def test_a_hundred_concurrent_get_or_create_from_two_replicas_make_one_row
             await replica.close()
 
 
-async def test_two_processes_of_fifty_tasks_lose_no_write(shared_url: str) -> None:
-    writers = [_spawn(WRITER, shared_url, name) for name in ("a", "b")]
+async def test_two_processes_of_fifty_tasks_lose_no_write(
+    shared_url: str, provider_options: dict[str, Any]
+) -> None:
+    executor = _executor_argument(provider_options)
+    writers = [_spawn(WRITER, shared_url, name, executor) for name in ("a", "b")]
     appended = [json.loads(_finish(writer)) for writer in writers]
-    storage = Provider(url=shared_url)
+    storage = Provider(url=shared_url, **provider_options)
     await storage.initialize()
     try:
         every_id = [item_id for ids in appended for item_id in ids]
@@ -124,11 +142,14 @@ async def test_two_processes_of_fifty_tasks_lose_no_write(shared_url: str) -> No
         await storage.close()
 
 
-async def test_three_processes_migrating_one_empty_database_at_once(empty_url: str) -> None:
-    migrators = [_spawn(MIGRATOR, empty_url, f"m{n}") for n in range(3)]
+async def test_three_processes_migrating_one_empty_database_at_once(
+    empty_url: str, provider_options: dict[str, Any]
+) -> None:
+    executor = _executor_argument(provider_options)
+    migrators = [_spawn(MIGRATOR, empty_url, f"m{n}", executor) for n in range(3)]
     for migrator in migrators:
         _finish(migrator)
-    storage = Provider(url=empty_url, migrate=False)  # at head, or this raises
+    storage = Provider(url=empty_url, migrate=False, **provider_options)  # at head, or raises
     await storage.initialize()
     try:
         assert [value for value in await storage.query("migrators", {})] == [{"ok": True}] * 3

@@ -16,6 +16,15 @@ from slack_agents_sa import Provider
 from tests.agent_turns import CHART, IMAGE, drive_conversation
 from tests.databases import POSTGRES, create_scratch_database, drop_scratch_database
 
+#: Our provider on each executor (the default is the native one on SQLite files and asyncpg).
+EXECUTORS = pytest.mark.parametrize(
+    "executor",
+    [
+        pytest.param("native", marks=pytest.mark.native),
+        pytest.param("sqlalchemy", marks=pytest.mark.sqlalchemy),
+    ],
+)
+
 EXPECTED_HISTORY = [
     Message(role="user", content="What's the weather in Paris?"),
     Message(
@@ -124,17 +133,21 @@ async def _history_of(storage: Any, *, with_documents: bool) -> list[Message]:
         await storage.close()
 
 
-async def test_history_equals_the_builtin_sqlite_providers(tmp_path: Path) -> None:
+@EXECUTORS
+async def test_history_equals_the_builtin_sqlite_providers(tmp_path: Path, executor: Any) -> None:
     # The built-in SQLite provider resends uploaded documents, which the contract drops,
     # so the comparison leaves documents out.
-    ours = await _history_of(Provider(url=f"sqlite:///{tmp_path}/ours.db"), with_documents=False)
+    ours = await _history_of(
+        Provider(url=f"sqlite:///{tmp_path}/ours.db", executor=executor), with_documents=False
+    )
     theirs = await _history_of(
         builtin_sqlite.Provider(path=str(tmp_path / "theirs.db")), with_documents=False
     )
     assert ours == theirs == EXPECTED_HISTORY[:6]
 
 
-async def test_history_equals_the_builtin_postgres_providers() -> None:
+@EXECUTORS
+async def test_history_equals_the_builtin_postgres_providers(executor: Any) -> None:
     server = POSTGRES.server_url
     theirs_url = await create_scratch_database(server)
     ours_url = await create_scratch_database(server)
@@ -142,7 +155,8 @@ async def test_history_equals_the_builtin_postgres_providers() -> None:
         plain = theirs_url.set(drivername="postgresql").render_as_string(hide_password=False)
         theirs = await _history_of(builtin_postgres.Provider(url=plain), with_documents=True)
         ours = await _history_of(
-            Provider(url=ours_url.render_as_string(hide_password=False)), with_documents=True
+            Provider(url=ours_url.render_as_string(hide_password=False), executor=executor),
+            with_documents=True,
         )
     finally:
         await asyncio.gather(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from slack_agents_sa import Provider
+from tests.databases import opened_provider
 
 
 async def _message(provider: Provider, thread: str = "1700000000.000100") -> tuple[int, int]:
@@ -231,29 +232,47 @@ async def test_heartbeat_rejects_non_numbers(provider: Provider) -> None:
         await provider.upsert_heartbeat("bot", "now")  # type: ignore[arg-type]
 
 
+#: The first word of a statement `echo` logs (SQLAlchemy's or the native executor's line).
+SQL_VERBS = {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH"}
+
+
+def statements_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The verbs of the statements `echo: true` logged since the last `caplog.clear()`.
+
+    Both executors log each statement they send at INFO on "sqlalchemy.engine.Engine"
+    (SQLAlchemy's echo, and the native path's line ending "[native executor] [parameters
+    hidden]"); BEGIN, COMMIT and parameter lines are not statements.
+    """
+    verbs = []
+    for record in caplog.records:
+        if record.name != "sqlalchemy.engine.Engine" or record.levelno != logging.INFO:
+            continue
+        words = record.getMessage().split()
+        if words and words[0].upper() in SQL_VERBS:
+            verbs.append(words[0].upper())
+    return verbs
+
+
 async def test_looking_up_an_existing_thread_is_one_read_and_writes_nothing(
-    provider: Provider,
+    fresh_url: str, provider_options: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Every turn looks its thread up: that must not rewrite the row or use up an id."""
-    first = await provider.get_or_create_conversation("bot", "C1", "1.1", "general")
-    statements: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement.lstrip().split()[0].upper())
-
-    engine = provider.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    caplog.set_level(logging.INFO, logger="sqlalchemy.engine.Engine")
+    async with opened_provider(fresh_url, echo=True, **provider_options) as provider:
+        first = await provider.get_or_create_conversation("bot", "C1", "1.1", "general")
+        # The count is of the statements this path sent: the executor logs them.
+        caplog.clear()
+        assert await provider.get_or_create_conversation("bot", "C1", "1.1") == first
+        assert statements_logged(caplog) == ["SELECT"], "echo logs each statement sent"
+        caplog.clear()
         for _ in range(5):
             assert await provider.get_or_create_conversation("bot", "C1", "1.1", "general") == first
             assert await provider.get_or_create_conversation("bot", "C1", "1.1") == first
-        assert statements == ["SELECT"] * 10
-        statements.clear()
+        assert statements_logged(caplog) == ["SELECT"] * 10
+        caplog.clear()
         assert await provider.get_or_create_conversation("bot", "C1", "1.1", "renamed") == first
-        assert statements == ["SELECT", "UPDATE"]
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-    # No id was used up by the lookups: the next thread gets the next id.
-    assert await provider.get_or_create_conversation("bot", "C1", "1.2") == first + 1
-    [renamed, _] = await provider.get_conversations_for_export("bot")
-    assert renamed["channel_name"] == "renamed"
+        assert statements_logged(caplog) == ["SELECT", "UPDATE"]
+        # No id was used up by the lookups: the next thread gets the next id.
+        assert await provider.get_or_create_conversation("bot", "C1", "1.2") == first + 1
+        [renamed, _] = await provider.get_conversations_for_export("bot")
+        assert renamed["channel_name"] == "renamed"

@@ -78,9 +78,9 @@ def under_first_key_alone(stored: str) -> str:
 
 
 @pytest.fixture
-async def sealed(fresh_url: str) -> Any:
+async def sealed(fresh_url: str, provider_options: dict[str, Any]) -> Any:
     """A provider with `encryption_keys: [NEW, OLD]`, on every backend."""
-    storage = Provider(url=fresh_url, encryption_keys=[NEW, OLD])
+    storage = Provider(url=fresh_url, encryption_keys=[NEW, OLD], **provider_options)
     await storage.initialize()
     try:
         yield storage

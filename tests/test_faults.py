@@ -17,18 +17,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from slack_agents_sa import Provider
 from slack_agents_sa.errors import ConnectionLostError, ProviderClosedError
 from tests.databases import (
-    MYSQL,
-    MYSQL_AIOMYSQL,
-    POSTGRES,
+    SERVER_BACKENDS,
     Backend,
+    backend_params,
     empty_all_tables,
     opened_provider,
 )
 
-SERVERS = [POSTGRES, MYSQL, MYSQL_AIOMYSQL]
+#: Each server on both executors (and aiomysql, which has only SQLAlchemy's).
+SERVERS = SERVER_BACKENDS
 
 
-@pytest.fixture(params=SERVERS, ids=lambda backend: backend.name)
+@pytest.fixture(params=backend_params(SERVERS))
 def server_url(request: pytest.FixtureRequest, server_databases: dict[Backend, URL]) -> URL:
     """The run's scratch database on each server backend (made outside the event loop)."""
     url = server_databases[request.param]
@@ -37,8 +37,10 @@ def server_url(request: pytest.FixtureRequest, server_databases: dict[Backend, U
 
 
 @pytest.fixture
-async def server_provider(server_url: URL) -> AsyncIterator[tuple[Provider, URL]]:
-    storage = Provider(url=server_url.render_as_string(hide_password=False))
+async def server_provider(
+    server_url: URL, provider_options: dict[str, Any]
+) -> AsyncIterator[tuple[Provider, URL]]:
+    storage = Provider(url=server_url.render_as_string(hide_password=False), **provider_options)
     await storage.initialize()
     try:
         yield storage, server_url
@@ -218,9 +220,9 @@ async def test_a_failure_inside_a_multi_statement_method_leaves_nothing(
 
 
 async def test_close_then_call_is_a_clear_error_and_close_twice_is_harmless(
-    fresh_url: str,
+    fresh_url: str, provider_options: dict[str, Any]
 ) -> None:
-    storage = Provider(url=fresh_url)
+    storage = Provider(url=fresh_url, **provider_options)
     await storage.initialize()
     await storage.initialize()
     await storage.close()

@@ -174,10 +174,10 @@ async def test_hostile_filter_names_and_namespaces_are_plain_data(
 
 
 async def test_oauth_secrets_never_reach_logs_or_error_messages(
-    fresh_url: str, caplog: pytest.LogCaptureFixture
+    fresh_url: str, provider_options: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     secret = "sk-SECRET-5f2d9c"
-    storage = Provider(url=fresh_url, echo=True)  # echo logs every statement
+    storage = Provider(url=fresh_url, echo=True, **provider_options)  # echo logs every statement
     await storage.initialize()
     caplog.set_level(logging.DEBUG, logger="slack_agents_sa")
     # What `echo: true` turns on. (DEBUG on sqlalchemy.engine would print result rows,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from slack_agents.config import load_plugin
@@ -11,8 +12,10 @@ from slack_agents.config import load_plugin
 from slack_agents_sa import Provider, ProviderClosedError
 
 
-async def test_host_load_plugin_returns_a_working_provider(fresh_url: str) -> None:
-    storage = load_plugin("slack_agents_sa", url=fresh_url)
+async def test_host_load_plugin_returns_a_working_provider(
+    fresh_url: str, provider_options: dict[str, Any]
+) -> None:
+    storage = load_plugin("slack_agents_sa", url=fresh_url, **provider_options)
     assert isinstance(storage, Provider)
     await storage.initialize()
     try:
@@ -43,9 +46,9 @@ async def test_initialize_twice_is_harmless(provider: Provider) -> None:
 
 
 async def test_calls_before_initialize_and_after_close_raise_a_clear_error(
-    fresh_url: str,
+    fresh_url: str, provider_options: dict[str, Any]
 ) -> None:
-    storage = Provider(url=fresh_url)
+    storage = Provider(url=fresh_url, **provider_options)
     with pytest.raises(ProviderClosedError, match=re.escape("call `await provider.initialize()`")):
         await storage.get("ns", "k")
     await storage.initialize()

@@ -67,8 +67,14 @@ async def _every_public_call(provider: Provider) -> None:
 
 
 async def _issued_statements(tmp_path: Path) -> list[Executable]:
-    provider = Provider(url=f"sqlite+aiosqlite:///{tmp_path / 'portable.db'}")
+    # SQLAlchemy's path, whose `before_execute` event sees each statement object: the
+    # provider builds the same objects on either executor (test_executors compiles the
+    # module-level ones natively on every dialect).
+    provider = Provider(
+        url=f"sqlite+aiosqlite:///{tmp_path / 'portable.db'}", executor="sqlalchemy"
+    )
     await provider.initialize()
+    assert provider.db.executor_kind == "sqlalchemy"
     issued: list[Executable] = []
 
     def record(_conn: Any, clause: Any, *_args: Any) -> None:
