@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from slack_agents_sa import dialects
 from slack_agents_sa.blocks import TOOL_USE, block_content, blocks_of_conversation, in_history
 from slack_agents_sa.database import UsesDatabase
 from slack_agents_sa.executors import Step
@@ -133,13 +132,8 @@ class ConversationMethods(UsesDatabase):
         # A new thread; should another writer create it first, its row's id comes back.
         values = {**thread, "channel_name": channel_name}
         refreshed = ("channel_name",) if channel_name else ()
-        stmt = dialects.upsert(
-            self.db.dialect_name,
-            Conversation,
-            tuple(values),
-            _CONVERSATION_KEYS,
-            refreshed,
-            returning_id=True,
+        stmt = self.db.backend.upsert(
+            Conversation, tuple(values), _CONVERSATION_KEYS, refreshed, returning_id=True
         )
         return await self.db.insert_id(stmt, values)
 
@@ -260,7 +254,7 @@ class ConversationMethods(UsesDatabase):
             "is_error": bool(is_error),
         }
         try:
-            if dialects.supports_insert_ctes(self.db.dialect_name):
+            if self.db.backend.insert_ctes:
                 # One statement, so one round trip, and atomic by itself.
                 values = {"message_id": msg_id, "created_at": utcnow(), **call}
                 return await self.db.insert_id(_INSERT_TOOL_BLOCK_AND_CALL, values)
@@ -325,7 +319,7 @@ class ConversationMethods(UsesDatabase):
             raise TypeError(
                 f"last_ping_pong_time must be a float, got {type(last_ping_pong_time).__name__}"
             )
-        stmt = dialects.upsert(self.db.dialect_name, Heartbeat, *_HEARTBEAT_SHAPE)
+        stmt = self.db.backend.upsert(Heartbeat, *_HEARTBEAT_SHAPE)
         values = {"agent_name": agent_name, "last_ping_pong_time": float(last_ping_pong_time)}
         await self.db.write(stmt, values)
 

@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from slack_agents_sa import dialects
+from slack_agents_sa.backends import backend_for
 from slack_agents_sa.errors import ConnectionLostError, ProviderClosedError
 from slack_agents_sa.executors import EngineExecutor, Executor, Step, Values
 from slack_agents_sa.settings import ProviderSettings
@@ -63,19 +63,22 @@ def make_engine(
     pool_pre_ping: bool = False,
 ) -> AsyncEngine:
     """An engine set up as every part of this package wants it (provider, CLI, Alembic)."""
+    backend = backend_for(url)
+    if schema is not None and not backend.supports_schema:
+        raise ValueError(f"a schema is supported on PostgreSQL only, not {url.drivername}")
     engine = create_async_engine(
         url,
         echo=echo,
-        pool_pre_ping=pool_pre_ping or dialects.needs_pre_ping(url),
+        pool_pre_ping=pool_pre_ping or backend.needs_pre_ping,
         # Values (OAuth secrets among them) stay out of logs and exception messages.
         hide_parameters=True,
         json_serializer=dump_json,
         # Every checkout ends its own transaction (statement() autocommits, transaction()
         # commits or rolls back), so the pool's extra ROLLBACK per return is a wasted trip.
         pool_reset_on_return=None,
-        **dialects.engine_options(url, pool_options or {}, schema),
+        **backend.engine_options(url, pool_options or {}, schema),
     )
-    dialects.install_connection_hooks(engine)
+    backend.install_connection_hooks(engine)
     return engine
 
 
@@ -97,9 +100,9 @@ class Database:
             pool_pre_ping=settings.pool_pre_ping,
         )
         self.dialect_name = self.engine.dialect.name
-        self._autocommit_engine = self.engine.execution_options(
-            **dialects.autocommit_options(self.dialect_name)
-        )
+        #: What differs on this database (upserts, JSON access, locks, the executor).
+        self.backend = backend_for(settings.url)
+        self._autocommit_engine = self.engine.execution_options(**self.backend.autocommit_options())
         # SQLite: every call of this provider uses one connection, taking turns (see `open`).
         self._shared: AsyncConnection | None = None
         self._turns = asyncio.Lock()
@@ -116,17 +119,17 @@ class Database:
         rather than in SQLite's busy handler, which sleeps and retries, and no call pays
         for a pool checkout. Other processes still queue on the file lock (busy_timeout).
         """
-        if dialects.shares_one_connection(self.dialect_name) and self._shared is None:
+        if self.backend.shares_one_connection and self._shared is None:
             self._shared = await self._autocommit_engine.connect()
-        native = dialects.native_executor(
-            self.settings.url,
-            self.settings.executor,
-            self.settings.pool_size or DEFAULT_LANES,
-            self.engine.dialect,
-            self._lane_engine,
-            self.settings.echo,
-        )
-        if native is not None:
+        url = self.settings.url
+        if self.settings.executor != "sqlalchemy" and self.backend.has_native_executor(url):
+            native = self.backend.native_executor(
+                url,
+                self.engine.dialect,
+                self.settings.pool_size or DEFAULT_LANES,
+                self._lane_engine,
+                self.settings.echo,
+            )
             await native.open()
             self._executor = native
 
@@ -176,7 +179,7 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A connection in a transaction that commits on success and rolls back on error."""
         if self._shared is not None:
-            async with self._turns, dialects.sqlite_transaction(self._shared) as conn:
+            async with self._turns, self.backend.shared_transaction(self._shared) as conn:
                 with _translated_errors():
                     yield conn
             return

@@ -21,11 +21,13 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from tqdm import tqdm
 
-from slack_agents_sa import dialects
+from slack_agents_sa.backends import PostgreSQL, SQLite, backend_for
 from slack_agents_sa.blocks import in_history
 from slack_agents_sa.database import insert_returning_id
 from slack_agents_sa.errors import SlackAgentsSAError
+from slack_agents_sa.executors.engine import inserted_id
 from slack_agents_sa.models import (
+    Base,
     Block,
     Conversation,
     Heartbeat,
@@ -388,7 +390,7 @@ class _Importer:
                     "created_at": _utc(row.created_at),
                 }
                 update = ("channel_name",) if row.channel_name else ()
-                ids[row.id] = await dialects.upsert_returning_id(
+                ids[row.id] = await _upsert_returning_id(
                     conn, Conversation, values, ("agent_name", "channel_id", "thread_id"), update
                 )
             new = {source: target for source, target in ids.items() if source not in known}
@@ -489,7 +491,7 @@ class _Importer:
         count.source = count.added = len(rows)
         shape = (("namespace", "key", "value", "created_at"), ("namespace", "key"), ("value",))
         async with self.target.db.transaction() as conn:
-            stmt = dialects.upsert(conn.dialect.name, KeyValueEntry, *shape)
+            stmt = backend_for(conn.dialect.name).upsert(KeyValueEntry, *shape)
             for row in rows:
                 values = {"namespace": row.namespace, "key": row.key, "value": _json(row.value)}
                 await conn.execute(stmt, {**values, "created_at": _utc(row.created_at)})
@@ -500,7 +502,8 @@ class _Importer:
         count.source = count.added = len(rows)
         names = ("agent_name", "last_ping_pong_time")
         async with self.target.db.transaction() as conn:
-            stmt = dialects.upsert(conn.dialect.name, Heartbeat, names, names[:1], names[1:])
+            upsert = backend_for(conn.dialect.name).upsert
+            stmt = upsert(Heartbeat, names, names[:1], names[1:])
             for agent_name, when in rows:
                 await conn.execute(stmt, {"agent_name": agent_name, "last_ping_pong_time": when})
 
@@ -516,8 +519,22 @@ class _Importer:
                 for row in rows:
                     values = dict(row._mapping)
                     update = tuple(name for name in values if name not in (*keys, "created_at"))
-                    stmt = dialects.upsert(conn.dialect.name, model, tuple(values), keys, update)
+                    upsert = backend_for(conn.dialect.name).upsert
+                    stmt = upsert(model, tuple(values), keys, update)
                     await conn.execute(stmt, values)
+
+
+async def _upsert_returning_id(
+    conn: AsyncConnection,
+    model: type[Base],
+    values: dict[str, Any],
+    keys: tuple[str, ...],
+    update: tuple[str, ...],
+) -> int:
+    """Upsert `values`; the inserted or existing row's `id`, in the same round trip."""
+    upsert = backend_for(conn.dialect.name).upsert
+    stmt = upsert(model, tuple(values), keys, update, returning_id=True)
+    return inserted_id(await conn.execute(stmt, values))
 
 
 @asynccontextmanager
@@ -525,14 +542,14 @@ async def _source_connection(url: URL) -> AsyncIterator[_Source]:
     engine = create_async_engine(url, hide_parameters=True)
     try:
         async with engine.connect() as conn:
-            backend = dialects.backend(conn.dialect.name)
-            if backend == "sqlite":
+            backend = backend_for(conn.dialect.name)
+            if isinstance(backend, SQLite):
                 source: _Source = _SQLiteSource(conn)
-            elif backend == "postgresql":
+            elif isinstance(backend, PostgreSQL):
                 source = _PostgresSource(conn)
             else:
                 raise ImportSourceError(
-                    f"the host's built-in providers are sqlite and postgres, not {backend}"
+                    f"the host's built-in providers are sqlite and postgres, not {backend.name}"
                 )
             await source.check()
             yield source

@@ -7,7 +7,6 @@ from typing import Any
 from sqlalchemy import ColumnElement, bindparam, delete, insert, null, select, union_all
 from sqlalchemy.orm import InstrumentedAttribute
 
-from slack_agents_sa import dialects
 from slack_agents_sa.database import UsesDatabase
 from slack_agents_sa.models import KEY_LENGTH, NAME_LENGTH, KeyValueEntry, ListItem, table_of
 from slack_agents_sa.types import utcnow
@@ -58,7 +57,7 @@ class KeyValueMethods(UsesDatabase):
     async def set(self, namespace: str, key: str, value: dict[str, Any]) -> None:
         _check_address(namespace, key)
         check_dict("value", value)
-        stmt = dialects.upsert(self.db.dialect_name, KeyValueEntry, *_SET_SHAPE)
+        stmt = self.db.backend.upsert(KeyValueEntry, *_SET_SHAPE)
         now = utcnow()
         values = {"namespace": namespace, "key": key, "value": value}
         await self.db.write(stmt, {**values, "created_at": now, "updated_at": now})
@@ -115,9 +114,7 @@ class KeyValueMethods(UsesDatabase):
                 and storable_text(name)
                 and storable_text(wanted)
             ):
-                condition = dialects.json_field_is_text(
-                    self.db.dialect_name, document, name, wanted
-                )
+                condition = self.db.backend.json_field_is_text(document, name, wanted)
                 if condition is not None:
                     conditions.append(condition)
         return conditions

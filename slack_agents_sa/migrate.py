@@ -24,7 +24,7 @@ from sqlalchemy import delete, insert, inspect, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from slack_agents_sa import dialects
+from slack_agents_sa.backends import MIGRATION_LOCK_TIMEOUT_S, backend_for
 from slack_agents_sa.errors import MigrationError, SchemaOutOfDateError, SchemaTooNewError
 from slack_agents_sa.models import OUR_TABLES, SchemaCompatibility, table_of
 
@@ -230,17 +230,18 @@ async def run_locked(
     step: Callable[[Connection], None],
     schema: str | None,
     script: ScriptDirectory | None = None,
-    lock_timeout: float = dialects.MIGRATION_LOCK_TIMEOUT_S,
+    lock_timeout: float = MIGRATION_LOCK_TIMEOUT_S,
 ) -> None:
     """Run an Alembic step in one transaction, holding the migration lock, then record the
     compatibility marker of the revision it leaves (computed from `script`, default ours).
 
-    With a `schema` (the engine's search_path, see `dialects.engine_options`), the schema
+    With a `schema` (the engine's search_path, see `PostgreSQL.engine_options`), the schema
     is created first; our tables and version table then land in it. On SQLite the step runs
     with foreign keys off and must pass `PRAGMA foreign_key_check`
-    (see `dialects.migration_transaction`).
+    (see `Backend.migration_transaction`).
     """
-    async with dialects.migration_transaction(engine, schema, lock_timeout) as conn:
+    backend = backend_for(engine.dialect.name)
+    async with backend.migration_transaction(engine, schema, lock_timeout) as conn:
         await conn.run_sync(step)
         await conn.run_sync(_record_compatibility, script or _our_script())
 
@@ -313,7 +314,8 @@ def run_our_migrations(connection: Connection, revision: str = "head") -> None:
         return
     if state.is_newer:
         raise state.too_new(f"upgrade to {revision}")
-    if state.current and dialects.sqlite_foreign_keys_on(connection):
+    backend = backend_for(connection.dialect.name)
+    if state.current and backend.foreign_keys_enforced(connection):
         raise MigrationError(
             "slack_agents_sa migrations on SQLite need foreign keys off, and this connection "
             "enforces them: a migration that rebuilds a table would delete or null the rows "
@@ -330,12 +332,12 @@ def run_our_migrations(connection: Connection, revision: str = "head") -> None:
             "version_table": VERSION_TABLE,
             "fn": steps,
             "script": script,
-            "render_as_batch": connection.dialect.name == "sqlite",
+            "render_as_batch": backend.migrates_in_batches,
         },
     )
     with Operations.context(migration):
         migration.run_migrations()
-    dialects.check_foreign_keys(connection)
+    backend.check_foreign_keys(connection)
     _record_compatibility(connection, script)
 
 

@@ -14,7 +14,6 @@ from typing import Any
 from slack_agents.storage.base import OAuthClientRow, OAuthTokenRow
 from sqlalchemy import bindparam, delete, select
 
-from slack_agents_sa import dialects
 from slack_agents_sa.database import UsesDatabase
 from slack_agents_sa.keys import open_secret, seal_secret
 from slack_agents_sa.models import KEY_LENGTH, NAME_LENGTH, OAuthClient, OAuthToken, table_of
@@ -80,9 +79,8 @@ class OAuthMethods(UsesDatabase):
         box = self.db.settings.secrets
         values["access_token"] = seal_secret(box, "row.access_token", values["access_token"])
         values = {"user_id": user_id, "server_id": server_id, **values}
-        stmt = dialects.upsert(
-            self.db.dialect_name, OAuthToken, tuple(values), ("user_id", "server_id"), _TOKEN_UPDATE
-        )
+        keys = ("user_id", "server_id")
+        stmt = self.db.backend.upsert(OAuthToken, tuple(values), keys, _TOKEN_UPDATE)
         await self.db.write(stmt, values)
 
     async def delete_oauth_token(self, user_id: str, server_id: str) -> None:
@@ -114,9 +112,7 @@ class OAuthMethods(UsesDatabase):
             values["client_secret"] = seal_secret(box, "row.client_secret", values["client_secret"])
         values = {"server_id": server_id, "redirect_uri": redirect_uri, **values}
         keys = ("server_id", "redirect_uri")
-        stmt = dialects.upsert(
-            self.db.dialect_name, OAuthClient, tuple(values), keys, _CLIENT_UPDATE
-        )
+        stmt = self.db.backend.upsert(OAuthClient, tuple(values), keys, _CLIENT_UPDATE)
         await self.db.write(stmt, values)
 
     async def delete_oauth_client(self, server_id: str, redirect_uri: str) -> None:

@@ -21,7 +21,7 @@ from pydantic import (
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from slack_agents_sa import dialects
+from slack_agents_sa.backends import backend_for
 from slack_agents_sa.errors import ConfigError
 from slack_agents_sa.keys import SecretBox, split_keys
 
@@ -145,7 +145,7 @@ def check_schema(url: URL, schema: str) -> None:
             "must be a lower-case PostgreSQL schema name: a-z, 0-9 and _, "
             "at most 63 characters, not starting with a digit or pg_"
         )
-    if url.get_backend_name() != "postgresql":
+    if not backend_for(url).supports_schema:
         raise ValueError(f"is supported on PostgreSQL only (this URL is {url.get_backend_name()})")
 
 
@@ -195,7 +195,7 @@ class ProviderSettings(BaseModel):
 
     @model_validator(mode="after")
     def _native_executor_exists(self) -> ProviderSettings:
-        if self.executor == "native" and dialects.native_executor_name(self.url) is None:
+        if self.executor == "native" and not backend_for(self.url).has_native_executor(self.url):
             raise ValueError(
                 f"option 'executor': no native executor for {self.url.drivername}"
                 + (" in memory" if self.is_memory_sqlite else "")
@@ -258,10 +258,7 @@ class ProviderSettings(BaseModel):
     @property
     def is_memory_sqlite(self) -> bool:
         """True for an in-memory SQLite database, which disappears with the process."""
-        if self.url.get_backend_name() != "sqlite":
-            return False
-        database = self.url.database or ""
-        return database in ("", ":memory:") or self.url.query.get("mode") == "memory"
+        return backend_for(self.url).is_memory(self.url)
 
     def pool_options(self) -> dict[str, Any]:
         """The pool keyword arguments the user set, for `create_async_engine`."""

@@ -31,7 +31,7 @@ from sqlalchemy import table as sql_table
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from slack_agents_sa.dialects import backend
+from slack_agents_sa.backends import Backend, MySQL, PostgreSQL, SQLite, backend_for
 from slack_agents_sa.models import (
     Block,
     Conversation,
@@ -165,15 +165,15 @@ class _MySQLMeasure(_Measure):
         )
 
 
-_MEASURES: dict[str, _Measure] = {
-    "sqlite": _SQLiteMeasure(),
-    "postgresql": _PostgreSQLMeasure(),
-    "mysql": _MySQLMeasure(),
+_MEASURES: dict[type[Backend], _Measure] = {
+    SQLite: _SQLiteMeasure(),
+    PostgreSQL: _PostgreSQLMeasure(),
+    MySQL: _MySQLMeasure(),
 }
 
 
 def _measure(dialect_name: str) -> _Measure:
-    return _MEASURES.get(backend(dialect_name), _Measure())
+    return _MEASURES.get(type(backend_for(dialect_name)), _Measure())
 
 
 async def collect_stats(bind: AsyncEngine | AsyncConnection) -> Stats:

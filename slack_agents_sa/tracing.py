@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from slack_agents.storage.base import BaseStorageProvider
 
-from slack_agents_sa import dialects
+from slack_agents_sa.backends import backend_for
 from slack_agents_sa.models import NAME_LENGTH
 from slack_agents_sa.validation import to_id
 
@@ -111,7 +111,7 @@ def _traced(name: str, method: _Method) -> _Method:
     ]
 
     def attributes(provider: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        found = {"db.system": dialects.backend(provider.settings.url.get_backend_name())}
+        found = {"db.system": backend_for(provider.settings.url).name}
         for argument, position, attribute, convert in recorded:
             given = args[position] if position is not None and position < len(args) else None
             value = convert(kwargs.get(argument, given))

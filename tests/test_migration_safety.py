@@ -25,7 +25,9 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
-from slack_agents_sa import Provider, dialects
+from slack_agents_sa import Provider
+from slack_agents_sa.backends import backend_for
+from slack_agents_sa.backends.postgresql import MIGRATION_LOCK_KEY
 from slack_agents_sa.database import make_engine
 from slack_agents_sa.errors import MigrationError, MigrationLockError
 from slack_agents_sa.migrate import (
@@ -264,7 +266,7 @@ async def _migration_lock_held_elsewhere(url: str) -> AsyncIterator[None]:
     try:
         async with engine.connect() as conn:
             if parsed.get_backend_name() == "postgresql":
-                key = {"key": dialects._PG_MIGRATION_LOCK_KEY}
+                key = {"key": MIGRATION_LOCK_KEY}
                 await conn.execute(text("SELECT pg_advisory_lock(:key)"), key)
                 try:
                     yield
@@ -294,7 +296,7 @@ async def _lock_times_out(backend: Backend, url: str) -> None:
         async with _migration_lock_held_elsewhere(url):
             async with engine.begin() as conn:
                 with pytest.raises(MigrationLockError, match="timed out after 1 s") as failed:
-                    await dialects.take_migration_lock(conn, lock_timeout=1)
+                    await backend_for(conn.dialect.name).take_migration_lock(conn, lock_timeout=1)
             assert failed.value.timeout == 1
             lock = "pg_advisory" if backend is POSTGRES else f"migrations:{make_url(url).database}"
             assert lock in failed.value.lock and lock in str(failed.value)

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 import slack_agents_sa
-from slack_agents_sa import dialects
+from slack_agents_sa.backends import sqlite as sqlite_backend
 
 PACKAGE = Path(slack_agents_sa.__file__).resolve().parent
 #: Calls whose first argument is SQL text.
@@ -55,4 +55,5 @@ def test_the_check_catches_formatted_sql() -> None:
 
 
 def test_the_busy_timeout_pragma_says_the_same_as_its_constant() -> None:
-    assert str(dialects.SQLITE_BUSY_TIMEOUT_MS) in dialects._SQLITE_BUSY_TIMEOUT_PRAGMA
+    pragma = f"PRAGMA busy_timeout = {sqlite_backend.BUSY_TIMEOUT_MS}"
+    assert pragma in sqlite_backend.CONNECTION_PRAGMAS

@@ -4,7 +4,8 @@ into the portable code unnoticed.
 
 The statements are the ones a real run issues: the provider works through every public
 method on SQLite while an engine event records each statement. Upserts are the one known
-dialect-specific construct (`slack_agents_sa.dialects.upsert`); docs/dialects.md names it.
+dialect-specific construct (`Backend.upsert`, in `slack_agents_sa/backends/`);
+docs/dialects.md names it.
 """
 
 from __future__ import annotations

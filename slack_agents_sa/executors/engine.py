@@ -18,9 +18,13 @@ from slack_agents_sa.executors.base import Step, Values
 type Connect = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
 
 
-def _inserted_id(result: CursorResult[Any]) -> int:
+def inserted_id(result: CursorResult[Any]) -> int:
+    """The id a single-row INSERT or upsert reported, on SQLAlchemy's path."""
     if result.returns_rows:  # an explicit RETURNING (our upserts on PostgreSQL and SQLite)
-        return int(result.scalar_one())
+        row = result.first()
+        if row is not None:
+            return int(row[0])
+        # Else an implicit RETURNING, whose row SQLAlchemy read for inserted_primary_key.
     # A plain INSERT's key, through implicit RETURNING or the driver's lastrowid; for the
     # MySQL upsert that is LAST_INSERT_ID(id), the existing row's id.
     key = result.inserted_primary_key
@@ -53,7 +57,7 @@ class EngineExecutor:
 
     async def insert_id(self, stmt: ClauseElement, values: Values) -> int:
         async with self._statement() as conn:
-            return _inserted_id(await conn.execute(_executable(stmt), dict(values)))
+            return inserted_id(await conn.execute(_executable(stmt), dict(values)))
 
     async def transaction(self, steps: Sequence[Step]) -> list[int | None]:
         ids: list[int | None] = []
@@ -63,7 +67,7 @@ class EngineExecutor:
                 values = dict(step.values_after(previous))
                 result = await conn.execute(_executable(step.stmt), values)
                 if step.returns_id:
-                    previous = _inserted_id(result)
+                    previous = inserted_id(result)
                     ids.append(previous)
                 else:
                     ids.append(None)

@@ -16,7 +16,7 @@ import asyncmy.errors
 from sqlalchemy import ClauseElement, exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from slack_agents_sa import dialects
+from slack_agents_sa.backends.mysql import packet_too_large, statement_size
 from slack_agents_sa.errors import ConnectionLostError
 from slack_agents_sa.executors.base import Step, Values
 from slack_agents_sa.executors.compiled import StatementCache
@@ -101,13 +101,13 @@ class MySQLExecutor:
         """Run one statement on a lane's driver; the cursor, its rows read.
 
         Refuses a statement larger than max_allowed_packet before sending anything, as
-        `dialects._install_mysql_hooks` does on SQLAlchemy's path (the server would drop
+        `MySQL.install_connection_hooks` does on SQLAlchemy's path (the server would drop
         the connection with "server has gone away").
         """
         limit = self._packet_limits.get(driver)
         if limit is not None:
-            size = dialects.statement_size(sql, arguments)
-            if (too_large := dialects.packet_too_large(size, limit)) is not None:
+            size = statement_size(sql, arguments)
+            if (too_large := packet_too_large(size, limit)) is not None:
                 raise too_large
         cursor = driver.cursor()
         # Always with arguments, even none: the compiled text escapes `%` as `%%`.

@@ -19,22 +19,20 @@ from typing import Any
 
 from sqlalchemy import ClauseElement, exc
 
-from slack_agents_sa import dialects
+from slack_agents_sa.backends.sqlite import CONNECTION_PRAGMAS, FILE_PRAGMAS
 from slack_agents_sa.errors import ConnectionLostError
 from slack_agents_sa.executors.base import Step, Values, lost_connection_message
 from slack_agents_sa.executors.compiled import CompiledStatement, StatementCache
 
 
 def _connect(path: str) -> sqlite3.Connection:
-    """A connection set up as `dialects.install_connection_hooks` sets up a file database's."""
+    """A connection set up as `SQLite.install_connection_hooks` sets up a file database's."""
     # isolation_level=None: the sqlite3 module opens no transactions, so each statement
     # commits by itself and `transaction` spells BEGIN IMMEDIATE ... COMMIT itself.
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute(f"PRAGMA busy_timeout = {int(dialects.SQLITE_BUSY_TIMEOUT_MS)}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        for pragma in CONNECTION_PRAGMAS + FILE_PRAGMAS:
+            conn.execute(pragma)
     except BaseException:
         conn.close()
         raise
@@ -151,7 +149,7 @@ class SQLiteExecutor:
             if conn.in_transaction:
                 # Never BEGIN inside a transaction left open (as `sqlite_transaction`).
                 conn.execute("ROLLBACK")
-            # IMMEDIATE takes the write lock up front (see `dialects.sqlite_transaction`).
+            # IMMEDIATE takes the write lock up front (see `SQLite.shared_transaction`).
             conn.execute("BEGIN IMMEDIATE")
             try:
                 ids = self._steps(conn, steps, first, statement)

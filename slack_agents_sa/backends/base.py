@@ -1,0 +1,265 @@
+"""The protocol every database implements, with the behaviour of any other async dialect.
+
+A backend object is picked once from the URL (`backends.backend_for`); code elsewhere asks
+it what differs (engine options, upserts, JSON field access, the migration lock, the
+executor) and never compares dialect names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ColumnElement, Insert, bindparam, event
+from sqlalchemy.engine import URL, Connection, Dialect
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.schema import CreateSchema
+
+from slack_agents_sa.errors import MigrationLockError
+from slack_agents_sa.models import Base, table_of
+
+if TYPE_CHECKING:
+    from slack_agents_sa.executors import Executor
+
+#: Execution option: SQLite transactions on this connection take the write lock at BEGIN
+#: (migrations; a host app's writing session may set it too). Others BEGIN deferred.
+WRITE_LOCK_OPTION = "slack_agents_sa_write_lock"
+#: How long a migrator waits for another's migration lock before giving up (seconds;
+#: PostgreSQL and MySQL/MariaDB. SQLite's lock is its write lock: busy_timeout applies).
+MIGRATION_LOCK_TIMEOUT_S = 600.0
+
+#: What `upsert` builds: model, inserted columns, conflict keys, updated columns, RETURNING id.
+type UpsertShape = tuple[type[Base], tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]
+
+
+class Backend:
+    """Any async SQLAlchemy dialect: SQLAlchemy's execution path, no upsert, no pre-filter.
+
+    Subclasses (one module each) override what their database does differently.
+    """
+
+    #: The backend family (`db.system` in traces); None: the dialect's own name.
+    family: str | None = None
+    #: Whether an INSERT ... RETURNING can feed another INSERT in one statement (a CTE).
+    insert_ctes: bool = False
+    #: Whether pooled connections are pinged at checkout (see `MySQL`).
+    needs_pre_ping: bool = False
+    #: Whether one connection serves every call of a provider (see `Database.open`).
+    shares_one_connection: bool = False
+    #: Whether Alembic must rebuild tables to alter them (`render_as_batch`).
+    migrates_in_batches: bool = False
+    #: Whether the `schema` option applies.
+    supports_schema: bool = False
+
+    def __init__(self, dialect_name: str) -> None:
+        self.dialect_name = dialect_name
+        self._upserts: dict[UpsertShape, Insert] = {}
+
+    @property
+    def name(self) -> str:
+        """ "sqlite", "postgresql", "mysql" (MariaDB too), or another dialect's own name."""
+        return self.family or self.dialect_name
+
+    # --- Connections ----------------------------------------------------------------------
+
+    def is_memory(self, url: URL) -> bool:
+        """Whether the database lives in the process's memory and goes with it."""
+        return False
+
+    def engine_options(
+        self, url: URL, pool_options: dict[str, Any], schema: str | None
+    ) -> dict[str, Any]:
+        """Extra `create_async_engine` arguments."""
+        return dict(pool_options)
+
+    def install_connection_hooks(self, engine: AsyncEngine) -> None:
+        """Per-connection set-up; here: replace a connection the server closed at checkout.
+
+        After a server restart or a killed session the driver has already seen the socket
+        close; asking it costs no round trip (unlike `pool_pre_ping`). The pool retries the
+        checkout with a new connection, so the next call just works.
+        """
+
+        @event.listens_for(engine.sync_engine, "checkout")
+        def _drop_closed(_dbapi: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+            if self.driver_says_closed(record.driver_connection):
+                raise DisconnectionError("connection closed by the server")
+
+    def driver_says_closed(self, driver_connection: Any) -> bool:
+        """Whether the driver knows its connection is closed, asked without a round trip."""
+        is_closed = getattr(driver_connection, "is_closed", None)
+        if callable(is_closed):
+            return bool(is_closed())
+        closed = getattr(driver_connection, "closed", None)
+        return closed if isinstance(closed, bool) else False
+
+    def autocommit_options(self) -> dict[str, Any]:
+        """Execution options for a connection where every statement is its own transaction.
+
+        One statement is atomic by itself, so single-statement calls skip BEGIN/COMMIT
+        round trips.
+        """
+        return {"isolation_level": "AUTOCOMMIT"}
+
+    @asynccontextmanager
+    async def shared_transaction(self, conn: AsyncConnection) -> AsyncIterator[AsyncConnection]:
+        """A transaction on the one shared connection (`shares_one_connection` backends)."""
+        raise NotImplementedError(f"{self.dialect_name} does not share one connection")
+        yield conn  # pragma: no cover - makes this an async generator
+
+    # --- Executors ------------------------------------------------------------------------
+
+    def has_native_executor(self, url: URL) -> bool:
+        """Whether a native executor serves `url` (see `executors`)."""
+        return False
+
+    def native_executor(
+        self,
+        url: URL,
+        dialect: Dialect,
+        lanes: int,
+        lane_engine: Callable[[], AsyncEngine],
+        echo: bool,
+    ) -> Executor:
+        """The native executor for `url` (only asked when `has_native_executor`)."""
+        raise NotImplementedError(f"no native executor for {self.dialect_name}")
+
+    # --- Statements -----------------------------------------------------------------------
+
+    def upsert(
+        self,
+        model: type[Base],
+        columns: tuple[str, ...],
+        keys: tuple[str, ...],
+        update: tuple[str, ...],
+        returning_id: bool = False,
+    ) -> Insert:
+        """INSERT the `columns` (bound by name at execution), or when a row with the same
+        `keys` exists, UPDATE its `update` columns to the new values (an empty `update`
+        leaves the row as it is but still touches it). With `returning_id`, the statement
+        reports the row's `id` (RETURNING, or the driver's lastrowid on MySQL).
+
+        Built once per shape and reused: building a statement costs more than running it.
+        """
+        shape = (model, columns, keys, update, returning_id)
+        found = self._upserts.get(shape)
+        if found is None:
+            found = self._upserts[shape] = self._build_upsert(*shape)
+        return found
+
+    def _build_upsert(
+        self,
+        model: type[Base],
+        columns: tuple[str, ...],
+        keys: tuple[str, ...],
+        update: tuple[str, ...],
+        returning_id: bool,
+    ) -> Insert:
+        raise NotImplementedError(f"no upsert for dialect {self.dialect_name!r}")
+
+    def json_field_is_text(
+        self,
+        document: ColumnElement[Any] | InstrumentedAttribute[Any],
+        field: str,
+        value: str,
+    ) -> ColumnElement[bool] | None:
+        """SQL true when the JSON object `document` may have top-level `field` equal to the
+        string `value`; None where the dialect has no safe way to say it.
+
+        A pre-filter only (callers still compare in Python): it lets the database skip rows
+        without decoding them. `field` is a bound parameter compared as data, never put
+        into a JSON path, so no field name can reach another field.
+        """
+        return None
+
+    # --- Migrations -----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def migration_transaction(
+        self,
+        engine: AsyncEngine,
+        schema: str | None = None,
+        lock_timeout: float = MIGRATION_LOCK_TIMEOUT_S,
+    ) -> AsyncIterator[AsyncConnection]:
+        """One transaction for a migration run, holding the migration lock: commits on success.
+
+        The lock is released after COMMIT (MySQL's belongs to the session): a migrator
+        taking it before our COMMIT would read the old version table and migrate again.
+        """
+        async with engine.connect() as conn:
+            await conn.execution_options(**{WRITE_LOCK_OPTION: True})
+            await self.before_migration(conn)
+            try:
+                async with conn.begin():
+                    await self.take_migration_lock(conn, lock_timeout)
+                    if schema is not None:
+                        await conn.execute(CreateSchema(schema, if_not_exists=True))
+                    yield conn
+                    await conn.run_sync(self.check_foreign_keys)
+            finally:
+                try:
+                    await self.release_migration_lock(conn)
+                    await self.after_migration(conn)
+                except BaseException:
+                    # Never pool a connection that may still hold the lock (or, on SQLite,
+                    # have foreign keys off).
+                    await conn.invalidate()
+                    raise
+
+    async def take_migration_lock(
+        self, conn: AsyncConnection, lock_timeout: float = MIGRATION_LOCK_TIMEOUT_S
+    ) -> None:
+        """Serialise concurrent migrators on one database; raise `MigrationLockError` after
+        waiting `lock_timeout` seconds for another's lock (rather than migrate unlocked)."""
+
+    async def release_migration_lock(self, conn: AsyncConnection) -> None:
+        """Release what `take_migration_lock` took where the transaction's end does not."""
+
+    async def before_migration(self, conn: AsyncConnection) -> None:
+        """Connection set-up before a migration's BEGIN."""
+
+    async def after_migration(self, conn: AsyncConnection) -> None:
+        """Undo `before_migration` once the migration's transaction has ended."""
+
+    def foreign_keys_enforced(self, conn: Connection) -> bool:
+        """Whether foreign keys are enforced in a way a table rebuild would trip (SQLite)."""
+        return False
+
+    def check_foreign_keys(self, conn: Connection) -> None:
+        """Raise `MigrationError` if a migration run with foreign keys off left a dangling
+        row (SQLite); servers check as they go."""
+
+
+def on_conflict_upsert(
+    make_insert: Callable[[Any], Any],
+    model: type[Base],
+    columns: tuple[str, ...],
+    keys: tuple[str, ...],
+    update: tuple[str, ...],
+    returning_id: bool,
+) -> Insert:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE, as SQLite and PostgreSQL spell it."""
+    table = table_of(model)
+    stmt = make_insert(table).values(
+        {name: bindparam(name, type_=table.c[name].type) for name in columns}
+    )
+    set_ = {name: stmt.excluded[name] for name in update}
+    # A no-op update rather than DO NOTHING, so RETURNING reports an existing row too.
+    set_ = set_ or {keys[0]: stmt.excluded[keys[0]]}
+    upserted: Insert = stmt.on_conflict_do_update(index_elements=list(keys), set_=set_)
+    return upserted.returning(table.c.id) if returning_id else upserted
+
+
+def lock_not_taken(lock: str, lock_timeout: float, timed_out: bool) -> MigrationLockError:
+    """`MigrationLockError` naming the lock and why it was not taken; nothing was migrated."""
+    why = f"timed out after {lock_timeout:g} s" if timed_out else "was refused by the server"
+    return MigrationLockError(
+        f"the migration lock ({lock}) {why}: another migrator may still be running. "
+        "Nothing was migrated; retry once it has finished",
+        lock=lock,
+        timeout=lock_timeout,
+    )
