@@ -33,7 +33,8 @@ from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from slack_agents_sa import ConfigError, Provider, conversations, dialects, keyvalue, oauth
+from slack_agents_sa import ConfigError, Provider, conversations, keyvalue, oauth
+from slack_agents_sa.backends import backend_for
 from slack_agents_sa.executors import CompiledStatement, Step
 from slack_agents_sa.models import (
     OUR_TABLES,
@@ -508,12 +509,12 @@ async def test_each_defaulted_column_left_out_gets_its_python_default(provider: 
 async def test_insert_id_is_the_new_rows_id_and_the_upsert_gives_the_existing_rows(
     provider: Provider,
 ) -> None:
-    dialect = provider.db.dialect_name
+    backend = provider.db.backend
     thread = ("agent_name", "channel_id", "thread_id")
-    upsert = dialects.upsert(
-        dialect, Conversation, (*thread, "channel_name"), thread, ("channel_name",), True
+    upsert = backend.upsert(
+        Conversation, (*thread, "channel_name"), thread, ("channel_name",), True
     )
-    keep = dialects.upsert(dialect, Conversation, thread, thread, (), True)
+    keep = backend.upsert(Conversation, thread, thread, (), True)
     first = await provider.db.insert_id(
         upsert, {"agent_name": "a", "channel_id": "c"} | {"thread_id": "1", "channel_name": "one"}
     )
@@ -685,7 +686,7 @@ def _upserts(dialect_name: str) -> list[Insert]:
         ),
     ]
     return [
-        dialects.upsert(dialect_name, model, columns, keys, update, returning)
+        backend_for(dialect_name).upsert(model, columns, keys, update, returning)
         for model, columns, keys, update, returning in shapes
     ]
 
