@@ -1,179 +1,197 @@
-"""Ours against the host's built-in provider of the same database, in one process.
+"""Ours against the host's built-in providers: per workload group, per call, and memory.
 
-    .venv/bin/python -m benchmarks.compare [--backend sqlite|postgresql|all] [--rounds N]
+    .venv/bin/python -m benchmarks.compare [--backend sqlite|postgresql|mysql|all]
+        [--rounds N] [--calls N] [--only groups|calls|memory] [--primitives]
 
-Each round runs every operation group of `benchmarks.workload` on each contender in turn,
-the order alternating round by round; the first round warms up and is not counted. Prints
-the median time of each group, and ours / built-in ratios. A third contender, ours with
-every domain method left to the host base class's defaults, shows what the overrides buy.
-PostgreSQL runs in scratch databases on SLACK_AGENTS_SA_TEST_POSTGRES_URL's server.
+Contenders (benchmarks.contenders): ours on the native executor, ours on SQLAlchemy's
+generic executor, and the host's built-in provider of the same database (SQLite file,
+PostgreSQL); on MariaDB, which has no built-in provider, native against generic.
+
+- **groups**: each round runs every operation group of `benchmarks.workload` on each
+  contender in turn, the order alternating round by round; the first round warms up and
+  is not counted. Median time of each group, ratios to the reference, and the targets.
+  `--primitives` adds ours with every domain method left to the host base class's defaults.
+- **calls**: wall time per call of the hot calls at 1 and 8 concurrent tasks
+  (benchmarks.per_call), medians of interleaved rounds after a warm-up round.
+- **memory**: peak RSS of a fresh process running the workload on each contender
+  (benchmarks.memory).
+
+Tables go to stdout as Markdown; progress to stderr. Server databases are scratch databases
+on the servers SLACK_AGENTS_SA_TEST_POSTGRES_URL and SLACK_AGENTS_SA_TEST_MYSQL_URL name.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
-from pathlib import Path
 
-from slack_agents.storage import postgres as builtin_postgres
-from slack_agents.storage import sqlite as builtin_sqlite
 from slack_agents.storage.base import BaseStorageProvider
 
-from benchmarks.workload import GROUPS, describe, fill_query_namespace
-from slack_agents_sa import Provider
-from slack_agents_sa.settings import normalize_url
-from tests.databases import POSTGRES_ENV, create_scratch_database, drop_scratch_database
-
-#: Domain methods the host base class implements on the six primitives.
-DOMAIN_METHODS = (
-    "get_or_create_conversation",
-    "has_conversation",
-    "create_message",
-    "get_message_blocks",
-    "append_text_block",
-    "append_file_block",
-    "append_tool_block",
-    "append_usage_block",
-    "get_tool_call",
-    "upsert_heartbeat",
-    "get_heartbeat",
-    "get_conversations_for_export",
-    "get_messages_with_blocks",
+from benchmarks import memory, per_call
+from benchmarks.contenders import (
+    BACKENDS,
+    BUILTIN,
+    GENERIC,
+    MYSQL,
+    NATIVE,
+    POSTGRESQL,
+    SQLITE,
+    Backend,
+    started_contenders,
 )
+from benchmarks.workload import GROUPS, describe, fill_query_namespace
+
+#: Group targets of the native executor against the built-in provider: (total, any group).
+GROUP_TARGETS = {"postgresql": (0.7, 1.0), "sqlite": (0.5, 1.0)}
+#: Per-call target of the native executor against the generic one on MariaDB.
+MYSQL_CALL_TARGET = 0.4
+MEMORY_ROUNDS = 3
+
+Times = dict[str, dict[str, list[float]]]
 
 
-class PrimitivesOnly(Provider):
-    """Our provider with every domain method left to the host base class's defaults."""
-
-
-for _name in DOMAIN_METHODS:
-    setattr(PrimitivesOnly, _name, getattr(BaseStorageProvider, _name))
-
-OURS, BUILTIN, PRIMITIVES = "ours", "built-in", "ours, primitives only"
-Factory = Callable[[], AsyncIterator[BaseStorageProvider]]
-
-
-@asynccontextmanager
-async def _started(storage: BaseStorageProvider) -> AsyncIterator[BaseStorageProvider]:
-    await storage.initialize()
-    try:
-        await fill_query_namespace(storage)
-        yield storage
-    finally:
-        await storage.close()
-
-
-@asynccontextmanager
-async def sqlite_contenders(folder: Path) -> AsyncIterator[dict[str, BaseStorageProvider]]:
-    async with AsyncExitStack() as stack:
-        yield {
-            OURS: await stack.enter_async_context(
-                _started(Provider(url=f"sqlite:///{folder / 'ours.db'}"))
-            ),
-            BUILTIN: await stack.enter_async_context(
-                _started(builtin_sqlite.Provider(str(folder / "builtin.db")))
-            ),
-            PRIMITIVES: await stack.enter_async_context(
-                _started(PrimitivesOnly(url=f"sqlite:///{folder / 'primitives.db'}"))
-            ),
-        }
-
-
-@asynccontextmanager
-async def postgres_contenders(server_url: str) -> AsyncIterator[dict[str, BaseStorageProvider]]:
-    server = normalize_url(server_url)
-    databases = [await create_scratch_database(server) for _ in range(3)]
-    try:
-        ours, builtin, primitives = (url.render_as_string(hide_password=False) for url in databases)
-        # asyncpg itself takes a plain postgresql:// URL.
-        builtin = builtin.replace("postgresql+asyncpg://", "postgresql://", 1)
-        async with AsyncExitStack() as stack:
-            yield {
-                OURS: await stack.enter_async_context(_started(Provider(url=ours))),
-                BUILTIN: await stack.enter_async_context(
-                    _started(builtin_postgres.Provider(builtin))
-                ),
-                PRIMITIVES: await stack.enter_async_context(
-                    _started(PrimitivesOnly(url=primitives))
-                ),
-            }
-    finally:
-        for url in databases:
-            await drop_scratch_database(server, url)
-
-
-async def measure(
-    contenders: dict[str, BaseStorageProvider], rounds: int
-) -> dict[str, dict[str, list[float]]]:
+async def measure_groups(backend: Backend, rounds: int, primitives: bool) -> Times:
     """Seconds per group per contender per counted round."""
-    times: dict[str, dict[str, list[float]]] = {
-        name: {group: [] for group in [*GROUPS, "total"]} for name in contenders
-    }
-    order = list(contenders)
-    for round_number in range(rounds + 1):
-        for name in order if round_number % 2 else reversed(order):
-            storage = contenders[name]
-            total = 0.0
-            for group, run in GROUPS.items():
-                started = time.perf_counter()
-                await run(storage, round_number)
-                elapsed = time.perf_counter() - started
-                total += elapsed
-                if round_number:  # round 0 warms up
-                    times[name][group].append(elapsed)
-            if round_number:
-                times[name]["total"].append(total)
-        print(f"  round {round_number}/{rounds} done", file=sys.stderr, flush=True)
+    names = backend.contenders(primitives)
+    times: Times = {name: {group: [] for group in [*GROUPS, "total"]} for name in names}
+    async with started_contenders(backend, names, fill_query_namespace) as contenders:
+        for round_number in range(rounds + 1):
+            for name in names if round_number % 2 else names[::-1]:
+                storage: BaseStorageProvider = contenders[name]
+                total = 0.0
+                for group, run in GROUPS.items():
+                    started = time.perf_counter()
+                    await run(storage, round_number)
+                    elapsed = time.perf_counter() - started
+                    total += elapsed
+                    if round_number:  # round 0 warms up
+                        times[name][group].append(elapsed)
+                if round_number:
+                    times[name]["total"].append(total)
+            print(
+                f"  {backend.title} groups: round {round_number}/{rounds} done",
+                file=sys.stderr,
+                flush=True,
+            )
     return times
 
 
-def report(title: str, times: dict[str, dict[str, list[float]]]) -> str:
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def report_groups(backend: Backend, times: Times) -> str:
+    names = list(times)
+    reference = backend.reference
+    others = [name for name in names if name != reference]
+
     def median_ms(name: str, group: str) -> float:
         return statistics.median(times[name][group]) * 1000
 
     lines = [
-        f"### {title}",
+        f"#### {backend.title}",
         "",
-        f"| group | {OURS} (ms) | {BUILTIN} (ms) | ours / built-in | {PRIMITIVES} (ms) "
-        "| ours / primitives only |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| group | "
+        + " | ".join(f"{name} (ms)" for name in names)
+        + " | "
+        + " | ".join(f"{name} / {reference}" for name in others)
+        + " |",
+        "|---|" + "---:|" * (len(names) + len(others)),
     ]
+    native_ratios: dict[str, float] = {}
     for group in [*GROUPS, "total"]:
-        ours, builtin, primitives = (median_ms(name, group) for name in (OURS, BUILTIN, PRIMITIVES))
+        medians = {name: median_ms(name, group) for name in names}
+        ratios = {name: medians[name] / medians[reference] for name in others}
+        native_ratios[group] = ratios[NATIVE]
         label = f"**{group}**" if group == "total" else group
-        lines.append(
-            f"| {label} | {ours:.1f} | {builtin:.1f} | {ours / builtin:.2f} | "
-            f"{primitives:.1f} | {ours / primitives:.2f} |"
-        )
+        cells = [f"{medians[name]:.1f}" for name in names] + [
+            f"{ratios[name]:.2f}" for name in others
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    targets = GROUP_TARGETS.get(backend.key)
+    if targets is not None:
+        total_limit, group_limit = targets
+        total = native_ratios.pop("total")
+        worst_group = max(native_ratios, key=lambda group: native_ratios[group])
+        worst = native_ratios[worst_group]
+        lines += [
+            "",
+            f"| target ({NATIVE}) | figure | result |",
+            "|---|---:|---|",
+            f"| total ≤ {total_limit}x {reference} | {total:.2f}x | {_met(total <= total_limit)} |",
+            f"| no group above {group_limit}x {reference} | {worst:.2f}x ({worst_group}) "
+            f"| {_met(worst <= group_limit)} |",
+        ]
     return "\n".join(lines)
+
+
+def _backends(choice: str) -> list[Backend]:
+    if choice == "all":
+        return [SQLITE, POSTGRESQL, MYSQL]
+    return [BACKENDS[choice]]
+
+
+def _available(backend: Backend) -> bool:
+    if backend.env_var is None or backend.server_url:
+        return True
+    print(f"skipping {backend.title}: set {backend.env_var}", file=sys.stderr)
+    return False
 
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", choices=["sqlite", "postgresql", "all"], default="all")
+    parser.add_argument(
+        "--backend", choices=["sqlite", "postgresql", "mysql", "all"], default="all"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="counted rounds (default 5)")
+    parser.add_argument(
+        "--calls", type=int, default=320, help="calls per per-call measurement (default 320)"
+    )
+    parser.add_argument("--only", choices=["groups", "calls", "memory"])
+    parser.add_argument(
+        "--primitives",
+        action="store_true",
+        help="add ours with the domain methods left to the host base class (groups)",
+    )
     args = parser.parse_args()
-    print(f"workload per round: {describe()}; medians of {args.rounds} rounds\n")
-    if args.backend in ("sqlite", "all"):
-        print("SQLite (file) ...", file=sys.stderr)
-        with tempfile.TemporaryDirectory(prefix="sa-bench-") as folder:
-            async with sqlite_contenders(Path(folder)) as contenders:
-                print(report("SQLite (file)", await measure(contenders, args.rounds)) + "\n")
-    if args.backend in ("postgresql", "all"):
-        server = os.environ.get(POSTGRES_ENV)
-        if not server:
-            print(f"error: set {POSTGRES_ENV} to benchmark PostgreSQL", file=sys.stderr)
-            return 2
-        print("PostgreSQL ...", file=sys.stderr)
-        async with postgres_contenders(server) as contenders:
-            print(report("PostgreSQL", await measure(contenders, args.rounds)) + "\n")
+    backends = [backend for backend in _backends(args.backend) if _available(backend)]
+    if not backends:
+        return 2
+    started = time.perf_counter()
+    if args.only in (None, "groups"):
+        print(f"### Per workload group\n\nworkload per round: {describe()}; ", end="")
+        print(f"medians of {args.rounds} rounds; {NATIVE} and {GENERIC} against ", end="")
+        print(f"{BUILTIN} (on MariaDB, {NATIVE} against {GENERIC})\n")
+        for backend in backends:
+            print(f"{backend.title}: groups ...", file=sys.stderr, flush=True)
+            times = await measure_groups(backend, args.rounds, args.primitives)
+            print(report_groups(backend, times) + "\n", flush=True)
+    if args.only in (None, "calls"):
+        print("### Per call\n")
+        print(
+            f"wall time per call (µs), {args.calls} calls per measurement split over the "
+            f"tasks (half for get_message_blocks); medians of {args.rounds} rounds\n"
+        )
+        for backend in backends:
+            print(f"{backend.title}: calls ...", file=sys.stderr, flush=True)
+            call_times = await per_call.measure(backend, args.rounds, args.calls)
+            target = MYSQL_CALL_TARGET if backend is MYSQL else None
+            print(per_call.report(backend, call_times, target) + "\n", flush=True)
+    if args.only in (None, "memory"):
+        print("### Memory\n")
+        print(
+            "ru_maxrss of a fresh process per contender: after imports and building the "
+            "provider, and at the end of the workload (query namespace filled, "
+            f"{MEMORY_ROUNDS} rounds of every group)\n"
+        )
+        for backend in backends:
+            print(f"{backend.title}: memory ...", file=sys.stderr, flush=True)
+            results = await memory.measure(backend.key, MEMORY_ROUNDS)
+            print(memory.report(backend.key, results) + "\n", flush=True)
+    print(f"done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return 0
 
 
