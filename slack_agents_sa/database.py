@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -82,6 +84,14 @@ def make_engine(
     return engine
 
 
+logger = logging.getLogger(__name__)
+
+#: Attempts of a call the database rolled back as a serialization failure or a deadlock.
+RETRY_ATTEMPTS = 4
+#: Upper bound of the random pause before the first retry (s); it doubles each time.
+RETRY_PAUSE_S = 0.005
+_jitter = random.SystemRandom()
+
 #: Lanes (held connections) of a native executor when `pool_size` is not set: SQLAlchemy's
 #: default pool size, which the measurements in issue 11 used.
 DEFAULT_LANES = 5
@@ -149,19 +159,22 @@ class Database:
 
     async def fetch(self, stmt: ClauseElement, values: Values | None = None) -> list[Any]:
         """Every row a statement returns, as tuples with named fields (`row.id`)."""
-        return await self._shielded(self._executor.fetch(stmt, values or {}))
+        given = values or {}
+        return await self._call(lambda: self._executor.fetch(stmt, given))
 
     async def write(self, stmt: ClauseElement, values: Values | None = None) -> int:
         """Run one statement that commits by itself; how many rows it touched."""
-        return await self._shielded(self._executor.write(stmt, values or {}))
+        given = values or {}
+        return await self._call(lambda: self._executor.write(stmt, given))
 
     async def insert_id(self, stmt: ClauseElement, values: Values | None = None) -> int:
         """Run one INSERT (or upsert) by itself; the inserted (or upserted) row's id."""
-        return await self._shielded(self._executor.insert_id(stmt, values or {}))
+        given = values or {}
+        return await self._call(lambda: self._executor.insert_id(stmt, given))
 
     async def steps(self, steps: Sequence[Step]) -> list[int | None]:
         """Run `steps` as one transaction; the ids of the rows the `returns_id` steps inserted."""
-        return await self._shielded(self._executor.transaction(steps))
+        return await self._call(lambda: self._executor.transaction(steps))
 
     @asynccontextmanager
     async def statement(self) -> AsyncIterator[AsyncConnection]:
@@ -194,7 +207,7 @@ class Database:
             async with self.statement() as conn:
                 return await work(conn)
 
-        return await self._shielded(in_statement())
+        return await self._call(in_statement)
 
     async def run_transaction[T](self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """`work` in one `transaction()`, shielded from the caller's cancellation."""
@@ -203,7 +216,7 @@ class Database:
             async with self.transaction() as conn:
                 return await work(conn)
 
-        return await self._shielded(in_transaction())
+        return await self._call(in_transaction)
 
     async def execute(self, stmt: Executable, values: dict[str, Any] | None = None) -> Result[Any]:
         """Run one statement through SQLAlchemy (it commits by itself), result fully buffered.
@@ -217,6 +230,35 @@ class Database:
         """Run a single-row INSERT on its own and return the new row's primary key."""
         return await self.run(lambda conn: insert_returning_id(conn, stmt, values))
 
+    async def _call[T](self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """One provider call: shielded from cancellation, retried when safe and useful."""
+        return await self._shielded(self._retrying(attempt))
+
+    async def _retrying[T](self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """`attempt()`, and again when the database rolled it back as a serialization failure
+        or a deadlock (`Backend.is_retryable`), up to RETRY_ATTEMPTS in all.
+
+        Safe for every call here: each is one statement or one transaction, and those errors
+        mean the database undid all of it (the executors roll back on any error), so a retry
+        cannot write anything twice. The pauses are short and random, so two calls that
+        collided do not collide again in step.
+        """
+        tries = 1
+        while True:
+            try:
+                return await attempt()
+            except DBAPIError as error:
+                if tries >= RETRY_ATTEMPTS or not self.backend.is_retryable(error):
+                    raise
+                logger.info(
+                    "retrying a call the database rolled back (%s), attempt %d of %d",
+                    type(error.orig).__name__,
+                    tries + 1,
+                    RETRY_ATTEMPTS,
+                )
+                await asyncio.sleep(_jitter.uniform(0, RETRY_PAUSE_S * 2**tries))
+                tries += 1
+
     async def _shielded[T](self, call: Coroutine[Any, Any, T]) -> T:
         """Run `call` in a task of its own that the caller's cancellation does not reach.
 
@@ -227,7 +269,9 @@ class Database:
         mid-call leaks. So a cancelled write is whole or absent, usually whole: the
         contract lets callers assume neither. `dispose` waits for such calls.
         """
-        task = asyncio.ensure_future(call)
+        # Eager: the task runs at once up to its first wait on the database, rather than
+        # in the loop's next turn (one turn less per call: measured 203 -> 18x µs per `get`).
+        task = asyncio.Task(call, loop=asyncio.get_running_loop(), eager_start=True)
         self._calls.add(task)
         task.add_done_callback(self._calls.discard)
         return await asyncio.shield(task)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import ClauseElement, bindparam, exists, select
 
 from slack_agents_sa.blocks import block_content, blocks_of_conversation
 from slack_agents_sa.database import UsesDatabase
@@ -27,6 +28,51 @@ def _as_datetime(name: str, value: str | datetime | None) -> datetime | None:
     if not isinstance(value, datetime):
         raise TypeError(f"{name} must be a str or datetime, got {type(value).__name__}")
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+#: Every message of a conversation with all its blocks, usage included (built once).
+_MESSAGES_WITH_BLOCKS = blocks_of_conversation(
+    bindparam("conversation_id"),
+    Message.user_id,
+    Message.user_name,
+    Message.user_handle,
+    Message.created_at,
+    Block.source_file_id,
+    Block.filename,
+    Block.mimetype,
+    Block.size_bytes,
+    Block.created_at.label("block_created_at"),
+)
+
+
+@cache
+def _conversations_for_export(filters: frozenset[str]) -> ClauseElement:
+    """An agent's conversations in id order; with `filters` (of "handle", "date_from",
+    "date_to"), those having a message that matches them. One statement per combination,
+    built once, every value bound."""
+    stmt = (
+        select(
+            Conversation.id,
+            Conversation.agent_name,
+            Conversation.channel_id,
+            Conversation.channel_name,
+            Conversation.thread_id,
+        )
+        .where(Conversation.agent_name == bindparam("agent_name"))
+        .order_by(Conversation.id)
+    )
+    message_filters = []
+    if "handle" in filters:
+        message_filters.append(Message.user_handle == bindparam("handle"))
+    if "date_from" in filters:
+        message_filters.append(Message.created_at >= bindparam("date_from"))
+    if "date_to" in filters:
+        message_filters.append(Message.created_at <= bindparam("date_to"))
+    if message_filters:
+        stmt = stmt.where(
+            exists().where(Message.conversation_id == Conversation.id, *message_filters)
+        )
+    return stmt
 
 
 def _export_block(row: Any) -> dict[str, Any]:
@@ -65,46 +111,16 @@ class ExportMethods(UsesDatabase):
         check_optional_text("handle", handle)
         start = _as_datetime("date_from", date_from)
         end = _as_datetime("date_to", date_to)
-        stmt = (
-            select(
-                Conversation.id,
-                Conversation.agent_name,
-                Conversation.channel_id,
-                Conversation.channel_name,
-                Conversation.thread_id,
-            )
-            .where(Conversation.agent_name == agent_name)
-            .order_by(Conversation.id)
-        )
-        message_filters = []
-        if handle is not None:
-            message_filters.append(Message.user_handle == handle)
-        if start is not None:
-            message_filters.append(Message.created_at >= start)
-        if end is not None:
-            message_filters.append(Message.created_at <= end)
-        if message_filters:
-            stmt = stmt.where(
-                exists().where(Message.conversation_id == Conversation.id, *message_filters)
-            )
-        return [row._asdict() for row in await self.db.fetch(stmt)]
+        given = {"handle": handle, "date_from": start, "date_to": end}
+        filters = {name: value for name, value in given.items() if value is not None}
+        stmt = _conversations_for_export(frozenset(filters))
+        values = {"agent_name": agent_name, **filters}
+        return [row._asdict() for row in await self.db.fetch(stmt, values)]
 
     async def get_messages_with_blocks(self, conversation_id: int | str) -> list[dict[str, Any]]:
         """Every message of a conversation with all its blocks (usage included), in one query."""
         conv_id = to_id("conversation_id", conversation_id)
-        stmt = blocks_of_conversation(
-            conv_id,
-            Message.user_id,
-            Message.user_name,
-            Message.user_handle,
-            Message.created_at,
-            Block.source_file_id,
-            Block.filename,
-            Block.mimetype,
-            Block.size_bytes,
-            Block.created_at.label("block_created_at"),
-        )
-        rows = await self.db.fetch(stmt)
+        rows = await self.db.fetch(_MESSAGES_WITH_BLOCKS, {"conversation_id": conv_id})
         messages: list[dict[str, Any]] = []
         for row in rows:
             if not messages or messages[-1]["id"] != row.message_id:

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, delete, insert, null, select, union_all
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    String,
+    bindparam,
+    delete,
+    insert,
+    null,
+    select,
+    union_all,
+)
 
+from slack_agents_sa.backends import Backend
 from slack_agents_sa.database import UsesDatabase
 from slack_agents_sa.models import KEY_LENGTH, NAME_LENGTH, KeyValueEntry, ListItem, table_of
 from slack_agents_sa.types import utcnow
@@ -87,37 +97,69 @@ class KeyValueMethods(UsesDatabase):
         check_text("namespace", namespace, NAME_LENGTH)
         check_dict("filters", filters)
         # An appended item's "id" is its row id, not a stored field: never pre-filter on it.
-        item_filters = {name: value for name, value in filters.items() if name != "id"}
-        items = select(ListItem.id, ListItem.key, ListItem.value).where(
-            ListItem.namespace == namespace, *self._prefilter(ListItem.value, item_filters)
-        )
-        entries = select(null().label("id"), KeyValueEntry.key, KeyValueEntry.value).where(
-            KeyValueEntry.namespace == namespace, *self._prefilter(KeyValueEntry.value, filters)
-        )
-        stmt = union_all(items, entries)
-        rows = await self.db.fetch(stmt)
+        item_filters = _prefilterable({n: v for n, v in filters.items() if n != "id"})
+        entry_filters = _prefilterable(filters)
+        stmt = _query_statement(self.db.backend, len(item_filters), len(entry_filters))
+        values: dict[str, Any] = {"namespace": namespace}
+        for side, pairs in (("item", item_filters), ("entry", entry_filters)):
+            for index, (name, wanted) in enumerate(pairs):
+                values[f"{side}_field_{index}"] = name
+                values[f"{side}_value_{index}"] = wanted
+        rows = await self.db.fetch(stmt, values)
         appended = sorted((row for row in rows if row.id is not None), key=lambda row: row.id)
         stored = sorted((row for row in rows if row.id is None), key=lambda row: row.key)
         results = [_with_id(row.id, row.value) for row in appended]
         results += [row.value for row in stored]
         return [value for value in results if _matches(value, filters)]
 
-    def _prefilter(
-        self, document: ColumnElement[Any] | InstrumentedAttribute[Any], filters: dict[str, Any]
-    ) -> list[ColumnElement[bool]]:
-        conditions = []
-        for name, wanted in filters.items():
-            # Names and values a text parameter cannot carry are left to the Python check.
-            if (
-                isinstance(name, str)
-                and isinstance(wanted, str)
-                and storable_text(name)
-                and storable_text(wanted)
-            ):
-                condition = self.db.backend.json_field_is_text(document, name, wanted)
-                if condition is not None:
-                    conditions.append(condition)
-        return conditions
+
+def _prefilterable(filters: dict[str, Any]) -> list[tuple[str, str]]:
+    """The filters SQL can pre-filter on: string names and values a text parameter carries."""
+    return [
+        (name, wanted)
+        for name, wanted in filters.items()
+        if isinstance(name, str)
+        and isinstance(wanted, str)
+        and storable_text(name)
+        and storable_text(wanted)
+    ]
+
+
+#: `query` statements by backend and number of pre-filters: built once, like the others.
+_QUERIES: dict[tuple[Backend, int, int], CompoundSelect[Any]] = {}
+
+
+def _query_statement(
+    backend: Backend, item_filters: int, entry_filters: int
+) -> CompoundSelect[Any]:
+    """Items then entries of a namespace, each narrowed by that many pre-filters (where the
+    backend has one): every name and value a bound parameter."""
+    key = (backend, item_filters, entry_filters)
+    found = _QUERIES.get(key)
+    if found is None:
+        items = select(_items.c.id, _items.c.key, _items.c.value).where(
+            _items.c.namespace == bindparam("namespace"),
+            *_conditions(backend, _items.c.value, "item", item_filters),
+        )
+        entries = select(null().label("id"), _entries.c.key, _entries.c.value).where(
+            _entries.c.namespace == bindparam("namespace"),
+            *_conditions(backend, _entries.c.value, "entry", entry_filters),
+        )
+        found = _QUERIES[key] = union_all(items, entries)
+    return found
+
+
+def _conditions(
+    backend: Backend, document: ColumnElement[Any], side: str, count: int
+) -> list[ColumnElement[bool]]:
+    conditions = []
+    for index in range(count):
+        field = bindparam(f"{side}_field_{index}", type_=String())
+        value = bindparam(f"{side}_value_{index}", type_=String())
+        condition = backend.json_field_is_text(document, field, value)
+        if condition is not None:
+            conditions.append(condition)
+    return conditions
 
 
 __all__ = ["KeyValueMethods"]

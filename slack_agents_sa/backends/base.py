@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Insert, bindparam, event
+from sqlalchemy import BindParameter, ColumnElement, Insert, bindparam, event
 from sqlalchemy.engine import URL, Connection, Dialect
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -111,6 +111,11 @@ class Backend:
         raise NotImplementedError(f"{self.dialect_name} does not share one connection")
         yield conn  # pragma: no cover - makes this an async generator
 
+    def is_retryable(self, error: DBAPIError) -> bool:
+        """Whether the database rolled the call back as a serialization failure or a
+        deadlock, so that running it again is safe and likely to succeed."""
+        return False
+
     # --- Executors ------------------------------------------------------------------------
 
     def has_native_executor(self, url: URL) -> bool:
@@ -164,15 +169,16 @@ class Backend:
     def json_field_is_text(
         self,
         document: ColumnElement[Any] | InstrumentedAttribute[Any],
-        field: str,
-        value: str,
+        field: BindParameter[str],
+        value: BindParameter[str],
     ) -> ColumnElement[bool] | None:
         """SQL true when the JSON object `document` may have top-level `field` equal to the
-        string `value`; None where the dialect has no safe way to say it.
+        string `value` (both bound parameters); None where the dialect has no safe way to say
+        it.
 
         A pre-filter only (callers still compare in Python): it lets the database skip rows
-        without decoding them. `field` is a bound parameter compared as data, never put
-        into a JSON path, so no field name can reach another field.
+        without decoding them. `field` is compared as data, never put into a JSON path, so
+        no field name can reach another field.
         """
         return None
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Insert, bindparam, event, func, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, Connection, Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -27,6 +28,8 @@ _GET_LOCK = text(
     "FROM (SELECT LEFT(CONCAT(:prefix, DATABASE()), 64) AS name) AS migration_lock"
 )
 _RELEASE_LOCK = text("SELECT RELEASE_LOCK(LEFT(CONCAT(:prefix, DATABASE()), 64))")
+#: ER_LOCK_DEADLOCK: InnoDB chose this transaction as a deadlock's victim and rolled it back.
+DEADLOCK = 1213
 #: Where a connection's max_allowed_packet is kept (its pool record's `info`).
 _PACKET_LIMIT = "slack_agents_sa_max_allowed_packet"
 #: Room for the protocol's framing and for quotes the driver escapes when it inlines values.
@@ -87,6 +90,11 @@ class MySQL(Backend):
         if connected is False:
             return True
         return super().driver_says_closed(driver_connection)  # aiomysql's `closed`
+
+    def is_retryable(self, error: DBAPIError) -> bool:
+        # 1213 ER_LOCK_DEADLOCK: InnoDB rolled the whole transaction back.
+        args: tuple[Any, ...] = getattr(error.orig, "args", ())
+        return bool(args) and args[0] == DEADLOCK
 
     def has_native_executor(self, url: URL) -> bool:
         return url.get_driver_name() == "asyncmy"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Insert, Text, case, cast, func, text, true
+import asyncpg
+from sqlalchemy import BindParameter, ColumnElement, Insert, Text, case, cast, func, text, true
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.exc import DBAPIError
@@ -46,6 +47,18 @@ class PostgreSQL(Backend):
             options["connect_args"] = {"server_settings": {"search_path": schema}}
         return options
 
+    def is_retryable(self, error: DBAPIError) -> bool:
+        # 40001 serialization_failure, 40P01 deadlock_detected: the transaction was aborted.
+        if getattr(error.orig, "sqlstate", None) in ("40001", "40P01"):
+            return True
+        # Another session changed a table under a prepared statement. asyncpg re-prepares
+        # by itself outside a transaction; SQLAlchemy's adapter clears its cache and raises
+        # once (its docs say to retry). Nothing ran.
+        cause = getattr(error.orig, "__cause__", None)
+        return isinstance(error.orig, asyncpg.InvalidCachedStatementError) or isinstance(
+            cause, asyncpg.InvalidCachedStatementError
+        )
+
     def has_native_executor(self, url: URL) -> bool:
         return url.get_driver_name() == "asyncpg"
 
@@ -75,8 +88,8 @@ class PostgreSQL(Backend):
     def json_field_is_text(
         self,
         document: ColumnElement[Any] | InstrumentedAttribute[Any],
-        field: str,
-        value: str,
+        field: BindParameter[str],
+        value: BindParameter[str],
     ) -> ColumnElement[bool] | None:
         # PostgreSQL's JSON functions fail the whole statement on a document holding
         # `\u0000` or a lone surrogate escape anywhere (legal data: `dump_json` writes both),

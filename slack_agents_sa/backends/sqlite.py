@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Insert, event, exists, func
+from sqlalchemy import BindParameter, ColumnElement, Insert, event, exists, func
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -136,8 +136,8 @@ class SQLite(Backend):
     def json_field_is_text(
         self,
         document: ColumnElement[Any] | InstrumentedAttribute[Any],
-        field: str,
-        value: str,
+        field: BindParameter[str],
+        value: BindParameter[str],
     ) -> ColumnElement[bool] | None:
         members = func.json_each(document).table_valued("key", "value", "type")
         return exists().where(

@@ -1,0 +1,166 @@
+"""Serialization failures (SQLSTATE 40001) and MySQL deadlocks (1213) are retried.
+
+A trigger forces the error the first N times a row is written, counting in something the
+failed transaction cannot roll back (a PostgreSQL sequence, a MyISAM table), so the
+database really rolled back each failed attempt, as it does for a real conflict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from slack_agents_sa import Provider
+from slack_agents_sa.database import RETRY_ATTEMPTS
+from slack_agents_sa.settings import normalize_url
+from tests.databases import SERVER_BACKENDS, Backend, backend_params, scratch_database
+
+
+@pytest.fixture(params=backend_params(SERVER_BACKENDS))
+async def storage_and_url(
+    request: pytest.FixtureRequest, provider_options: dict[str, Any]
+) -> AsyncIterator[tuple[Provider, str]]:
+    backend: Backend = request.param
+    async with scratch_database(backend) as url:
+        storage = Provider(url=url, **provider_options)
+        await storage.initialize()
+        try:
+            yield storage, url
+        finally:
+            await storage.close()
+
+
+def _is_mysql(url: str) -> bool:
+    return normalize_url(url).get_backend_name() in ("mysql", "mariadb")
+
+
+async def _admin(url: str, *statements: str) -> list[Any]:
+    """Run `statements` on a connection of their own; the last one's rows."""
+    engine = create_async_engine(normalize_url(url), isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            rows: list[Any] = []
+            for statement in statements:
+                result = await conn.execute(text(statement))
+                rows = list(result.all()) if result.returns_rows else []
+            return rows
+    finally:
+        await engine.dispose()
+
+
+async def _fail_writes(url: str, table: str, times: int) -> None:
+    """Make the next `times` inserts into `table` fail as a conflict would."""
+    if _is_mysql(url):
+        await _admin(
+            url,
+            "CREATE TABLE sa_faults (n INT NOT NULL) ENGINE=MyISAM",
+            "INSERT INTO sa_faults VALUES (0)",
+            f"CREATE TRIGGER sa_fault BEFORE INSERT ON {table} FOR EACH ROW BEGIN "
+            "UPDATE sa_faults SET n = n + 1; "
+            f"IF (SELECT n FROM sa_faults) <= {times} THEN "
+            "SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = 1213, MESSAGE_TEXT = 'forced deadlock'; "
+            "END IF; END",
+        )
+        return
+    await _admin(
+        url,
+        "CREATE SEQUENCE sa_faults START 1",
+        "CREATE FUNCTION sa_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"IF nextval('sa_faults') <= {times} THEN "
+        "RAISE EXCEPTION 'forced serialization failure' USING ERRCODE = '40001'; "
+        "END IF; RETURN NEW; END $$",
+        f"CREATE TRIGGER sa_fault BEFORE INSERT ON {table} "
+        "FOR EACH ROW EXECUTE FUNCTION sa_fault()",
+    )
+
+
+async def _attempts(url: str) -> int:
+    """How many times the trigger ran."""
+    if _is_mysql(url):
+        return int((await _admin(url, "SELECT n FROM sa_faults"))[0][0])
+    return int((await _admin(url, "SELECT last_value FROM sa_faults"))[0][0])
+
+
+async def _stop_failing(url: str, table: str) -> None:
+    if _is_mysql(url):
+        await _admin(url, "DROP TRIGGER sa_fault")
+    else:
+        await _admin(url, f"DROP TRIGGER sa_fault ON {table}")
+
+
+async def test_a_write_rolled_back_as_a_conflict_is_retried_and_lands_once(
+    storage_and_url: tuple[Provider, str],
+) -> None:
+    storage, url = storage_and_url
+    await _fail_writes(url, "agents_list_items", times=RETRY_ATTEMPTS - 1)
+    item_id = await storage.append("tasks", "todo", {"n": 1})
+    assert await _attempts(url) == RETRY_ATTEMPTS  # every failure retried, then success
+    assert await storage.get_list("tasks", "todo") == [{"n": 1, "id": item_id}]
+
+
+async def test_a_transaction_rolled_back_as_a_conflict_is_retried_whole(
+    storage_and_url: tuple[Provider, str],
+) -> None:
+    storage, url = storage_and_url
+    conversation_id = await storage.get_or_create_conversation("bot", "C1", "1.1")
+    message_id = await storage.create_message(conversation_id, "U1", "Ann", "ann")
+    # The tool call row is the transaction's last statement (or the CTE's outer INSERT):
+    # each failed attempt's tool block must be rolled back with it.
+    await _fail_writes(url, "agents_tool_calls", times=2)
+    block_id = await storage.append_tool_block(
+        message_id,
+        tool_call_id="toolu_1",
+        tool_name="search",
+        tool_input={"q": "x"},
+        tool_output="found",
+        is_error=False,
+    )
+    assert await _attempts(url) == 3
+    history = await storage.get_message_blocks(conversation_id)
+    assert history == [
+        (
+            message_id,
+            [
+                {
+                    "block_type": "tool_use",
+                    "content": {
+                        "tool_call_id": "toolu_1",
+                        "tool_name": "search",
+                        "tool_input": {"q": "x"},
+                        "tool_output": "found",
+                        "is_error": False,
+                    },
+                }
+            ],
+        )
+    ]
+    blocks = await _admin(url, "SELECT id FROM agents_blocks")
+    assert [row[0] for row in blocks] == [block_id]  # no block left by a failed attempt
+
+
+async def test_a_conflict_that_persists_fails_after_the_last_attempt_and_writes_nothing(
+    storage_and_url: tuple[Provider, str],
+) -> None:
+    storage, url = storage_and_url
+    await _fail_writes(url, "agents_kv_entries", times=1000)
+    with pytest.raises(DBAPIError) as failed:
+        await storage.set("ns", "k", {"v": 1})
+    assert "forced" in str(failed.value.orig)
+    assert await _attempts(url) == RETRY_ATTEMPTS
+    await _stop_failing(url, "agents_kv_entries")
+    assert await storage.get("ns", "k") is None
+    await storage.set("ns", "k", {"v": 2})
+    assert await storage.get("ns", "k") == {"v": 2}
+
+
+async def test_other_errors_are_not_retried(storage_and_url: tuple[Provider, str]) -> None:
+    storage, url = storage_and_url
+    await _fail_writes(url, "agents_messages", times=0)  # counts attempts, fails none
+    with pytest.raises(ValueError, match="conversation_id=999"):
+        await storage.create_message(999, "U1", "Ann", "ann")  # a foreign key violation
+    assert await _attempts(url) == 1
