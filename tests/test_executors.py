@@ -48,6 +48,7 @@ from slack_agents_sa.models import (
     metadata,
     table_of,
 )
+from tests.admin import admin_rows
 from tests.databases import (
     NATIVE_BACKENDS,
     SERVER_BACKENDS,
@@ -739,17 +740,6 @@ def test_every_statement_the_provider_uses_compiles_natively_on_every_dialect(ur
 # --- 9. many calls over a few lanes, some cancelled ----------------------------------------
 
 
-async def _admin(url: URL, statement: str, **params: Any) -> list[Any]:
-    """`statement` on its own connection (another client of the same database)."""
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            result = await conn.execute(text(statement), params)
-            return list(result.all()) if result.returns_rows else []
-    finally:
-        await engine.dispose()
-
-
 async def _sessions_waiting_on_a_lock(url: URL) -> int:
     if url.get_backend_name() in ("mysql", "mariadb"):
         statement = (
@@ -761,7 +751,7 @@ async def _sessions_waiting_on_a_lock(url: URL) -> int:
             "SELECT count(*) FROM pg_stat_activity WHERE datname = :database "
             "AND wait_event_type = 'Lock'"
         )
-    [(count,)] = await _admin(url, statement, database=url.database)
+    [(count,)] = await admin_rows(url, statement, database=url.database)
     return int(count)
 
 
@@ -942,7 +932,7 @@ async def _altered_while_open(url_text: str, url: URL, backend: Backend) -> None
 
         await every_kind_of_call(0)  # every statement prepared on the lanes
         for n, statement in enumerate(_schema_changes(url), start=1):
-            await _admin(url, statement)
+            await admin_rows(url, statement)
             await every_kind_of_call(n)
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from slack_agents_sa import Provider
 from slack_agents_sa.errors import ConnectionLostError, ProviderClosedError
+from tests.admin import admin_rows, admin_url
 from tests.databases import (
     SERVER_BACKENDS,
     Backend,
@@ -52,21 +53,6 @@ def _is_mysql(url: URL) -> bool:
     return url.get_backend_name() in ("mysql", "mariadb")
 
 
-def _admin_url(url: URL) -> URL:
-    # One admin driver per server: the same database, reached independently of the provider.
-    return url.set(drivername="mysql+asyncmy") if _is_mysql(url) else url
-
-
-async def _admin(url: URL, statement: str, **params: Any) -> list[Any]:
-    engine = create_async_engine(_admin_url(url), isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            result = await conn.execute(text(statement), params)
-            return list(result.all()) if result.returns_rows else []
-    finally:
-        await engine.dispose()
-
-
 async def _other_sessions(url: URL) -> list[int]:
     """Server-side ids of every other session on the test database."""
     if _is_mysql(url):
@@ -78,14 +64,14 @@ async def _other_sessions(url: URL) -> list[int]:
         statement = (
             "SELECT pid FROM pg_stat_activity WHERE datname = :database AND pid <> pg_backend_pid()"
         )
-    return [row[0] for row in await _admin(url, statement, database=url.database)]
+    return [row[0] for row in await admin_rows(url, statement, database=url.database)]
 
 
 async def _kill(url: URL, session_id: int) -> None:
     if _is_mysql(url):
-        await _admin(url, f"KILL {int(session_id)}")  # KILL takes no bound parameter
+        await admin_rows(url, f"KILL {int(session_id)}")  # KILL takes no bound parameter
     else:
-        await _admin(url, "SELECT pg_terminate_backend(:pid)", pid=session_id)
+        await admin_rows(url, "SELECT pg_terminate_backend(:pid)", pid=session_id)
 
 
 async def _kill_connections(url: URL) -> int:
@@ -108,7 +94,7 @@ async def _session_waiting_on_a_lock(url: URL) -> int | None:
             "SELECT pid FROM pg_stat_activity WHERE datname = :database "
             "AND wait_event_type = 'Lock'"
         )
-    waiting = await _admin(url, statement, database=url.database)
+    waiting = await admin_rows(url, statement, database=url.database)
     return waiting[0][0] if waiting else None
 
 
@@ -161,7 +147,7 @@ async def test_a_call_in_flight_when_its_connection_dies_fails_clearly_and_write
 ) -> None:
     storage, url = server_provider
     conversation_id, message_id = await _thread(storage)
-    engine = create_async_engine(_admin_url(url))
+    engine = create_async_engine(admin_url(url))
     try:
         async with engine.connect() as locker:
             # Hold the tool-call table, so the call below waits in flight on the server.

@@ -11,13 +11,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from slack_agents_sa import Provider
 from slack_agents_sa.database import RETRY_ATTEMPTS
 from slack_agents_sa.settings import normalize_url
+from tests.admin import admin_rows
 from tests.databases import SERVER_BACKENDS, Backend, backend_params, scratch_database
 
 
@@ -40,17 +39,11 @@ def _is_mysql(url: str) -> bool:
 
 
 async def _admin(url: str, *statements: str) -> list[Any]:
-    """Run `statements` on a connection of their own; the last one's rows."""
-    engine = create_async_engine(normalize_url(url), isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            rows: list[Any] = []
-            for statement in statements:
-                result = await conn.execute(text(statement))
-                rows = list(result.all()) if result.returns_rows else []
-            return rows
-    finally:
-        await engine.dispose()
+    """Run `statements` one by one on connections of their own; the last one's rows."""
+    rows: list[Any] = []
+    for statement in statements:
+        rows = await admin_rows(url, statement)
+    return rows
 
 
 async def _fail_writes(url: str, table: str, times: int) -> None:
