@@ -88,7 +88,12 @@ class Lanes:
             conn = await self._engine.connect()
         except BaseException as error:
             self._free.put_nowait(None)
-            if isinstance(error, Exception) and not self._keeps_connection(error, None):
+            # SQLAlchemy's verdict first: a server refusing to start a session (57P03, shutting
+            # down) is a disconnect to it, and no plain SQL error of the driver's.
+            if isinstance(error, Exception) and (
+                getattr(error, "connection_invalidated", False)
+                or not self._keeps_connection(error, None)
+            ):
                 raise ConnectionLostError(f"cannot reach the database: {error}") from error
             raise
         try:
