@@ -179,6 +179,12 @@ class ProviderSettings(BaseModel):
     #: PostgreSQL only: keep our tables (and our version table) in this schema, created if
     #: missing. Lets several agents, or a host app, share one database without sharing tables.
     db_schema: str | None = Field(default=None, alias="schema", pattern=SCHEMA_NAME)
+    #: PostgreSQL (asyncpg) behind PgBouncer in transaction pooling: keep no state on a
+    #: connection that must outlive a transaction. Adds `statement_cache_size=0` and
+    #: `prepared_statement_cache_size=0` to the URL (unnamed statements only), and `schema`
+    #: then qualifies names (`schema_translate_map`) instead of setting a search_path when
+    #: connecting. Not detected: say it (docs/configuration.md, "PgBouncer").
+    pgbouncer: bool = False
     #: Fernet keys (a list, or one comma-separated string) that encrypt the OAuth secrets we
     #: store: the first encrypts, all decrypt (see `keys.py`). None: stored as given.
     encryption_keys: tuple[SecretStr, ...] | None = None
@@ -191,6 +197,17 @@ class ProviderSettings(BaseModel):
                 check_schema(self.url, self.db_schema)
             except ValueError as error:
                 raise ValueError(f"option 'schema' {error}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _no_session_state_behind_pgbouncer(self) -> ProviderSettings:
+        if self.pgbouncer:
+            try:
+                url = backend_for(self.url).pgbouncer_url(self.url)
+            except ValueError as error:
+                raise ValueError(f"option 'pgbouncer' {error}") from None
+            # Frozen model: the URL every engine of this provider is made from, set once here.
+            object.__setattr__(self, "url", url)
         return self
 
     @model_validator(mode="after")

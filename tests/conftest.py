@@ -5,6 +5,10 @@ the ones with a native executor twice: natively (ids `sqlite-file`, `postgresql`
 and on SQLAlchemy's path (`...-sqlalchemy`). A test that builds its own provider passes
 `provider_options` (`Provider(url=fresh_url, **provider_options)`), which carries the
 backend's `executor`. Select by path with `-k native` / `-k sqlalchemy` (markers).
+
+The conformance modules (`tests.databases.PGBOUNCER_MODULES`) also run on the PgBouncer
+backends (`-k pgbouncer`): `fresh_url` is parametrized with them too, and
+`pytest_collection_modifyitems` deselects those items in every other module.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from slack_agents_sa import Provider
 from tests.databases import (
     ALL_BACKENDS,
     PERSISTENT_BACKENDS,
+    PGBOUNCER_BACKENDS,
+    PGBOUNCER_MODULES,
+    POSTGRES,
     Backend,
     backend_params,
     brand_new_database,
@@ -30,6 +37,7 @@ from tests.databases import (
     empty_all_tables,
     opened_provider,
 )
+from tests.pgbouncer import PgBouncer, PgBouncerUnavailable
 
 #: Set by .ci/run: a skipped test is a failure there.
 STRICT_ENV = "SLACK_AGENTS_SA_STRICT"
@@ -48,6 +56,41 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"skipped under {STRICT_ENV}=1, which forbids skips: {reason}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The PgBouncer backends run the conformance modules only (CI time): deselect the rest."""
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backends = [] if callspec is None else list(callspec.params.values())
+        behind_pgbouncer = any(isinstance(b, Backend) and b.pgbouncer for b in backends)
+        module = item.path.stem
+        (dropped if behind_pgbouncer and module not in PGBOUNCER_MODULES else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+@pytest.fixture(scope="session")
+def pgbouncer() -> Iterator[PgBouncer]:
+    """A PgBouncer (transaction pooling) in front of the test PostgreSQL, for the whole run.
+
+    Skips without the PostgreSQL URL or without pgbouncer; under SLACK_AGENTS_SA_STRICT=1
+    (CI) a pgbouncer that cannot start fails every test that needs it instead.
+    """
+    server = POSTGRES.server_url
+    try:
+        bouncer = PgBouncer.start(server)
+    except PgBouncerUnavailable as error:
+        if os.environ.get(STRICT_ENV) == "1":
+            pytest.fail(f"cannot start pgbouncer under {STRICT_ENV}=1: {error}")
+        pytest.skip(f"cannot start pgbouncer: {error}")
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
 
 
 @pytest.fixture(scope="session")
@@ -88,9 +131,10 @@ async def _migrate(url: URL) -> None:
     await storage.close()
 
 
-@pytest.fixture(params=backend_params(ALL_BACKENDS))
+@pytest.fixture(params=backend_params(ALL_BACKENDS + PGBOUNCER_BACKENDS))
 def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The URL of an empty database of each backend (migrated already for servers)."""
+    """The URL of an empty database of each backend (migrated already for servers); behind
+    PgBouncer, the URL through it (the database is made and emptied directly)."""
     backend: Backend = request.param
     if backend.storage == "file":
         return f"sqlite+aiosqlite:///{tmp_path / 'agents.db'}"
@@ -98,6 +142,9 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return "sqlite+aiosqlite:///:memory:"
     url: URL = request.getfixturevalue("server_databases")[backend]
     asyncio.run(empty_all_tables(url))
+    if backend.pgbouncer:
+        bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
+        url = bouncer.url_for(url)
     return url.render_as_string(hide_password=False)
 
 

@@ -15,6 +15,15 @@ Every backend parameter also carries the marker `native` or `sqlalchemy` (the pa
 providers take), so `pytest -k native`, `pytest -k sqlalchemy`, `pytest -m native` or
 `pytest -k "postgresql and not sqlalchemy"` select by executor. Twins of one server share
 that server's scratch database (`server_key`).
+
+PgBouncer: `postgresql-pgbouncer` and `postgresql-pgbouncer-sqlalchemy` are the PostgreSQL
+server reached through a PgBouncer in transaction pooling (tests/pgbouncer.py, started once
+per run by the `pgbouncer` fixture) with the option `pgbouncer: true`. They share the
+`postgresql` scratch database, made and emptied through the direct URL. To keep CI short only
+the conformance suite runs through it: the `provider` / `fresh_url` tests of the modules in
+`PGBOUNCER_MODULES` (test_keyvalue, test_conversations, test_oauth, test_export,
+test_conversation_manager, test_differential); tests/conftest.py deselects them elsewhere.
+tests/test_pgbouncer.py adds the `schema` option, a migrator race and concurrent workloads.
 """
 
 from __future__ import annotations
@@ -54,11 +63,17 @@ class Backend:
     executor: Literal["native", "sqlalchemy"] | None = None
     #: Whether a native executor serves this database (so the default means native).
     has_native: bool = False
+    #: Reached through the run's PgBouncer (transaction pooling), option `pgbouncer: true`.
+    pgbouncer: bool = False
 
     @property
     def options(self) -> dict[str, Any]:
-        """Provider options that put a provider on this backend's executor."""
-        return {} if self.executor is None else {"executor": self.executor}
+        """Provider options that put a provider on this backend's executor (and, behind
+        PgBouncer, the `pgbouncer` option)."""
+        options: dict[str, Any] = {} if self.executor is None else {"executor": self.executor}
+        if self.pgbouncer:
+            options["pgbouncer"] = True
+        return options
 
     @property
     def executor_kind(self) -> str:
@@ -128,6 +143,21 @@ PERSISTENT_BACKENDS_BOTH = [
     MYSQL,
     MYSQL_SQLALCHEMY,
 ]
+#: The PostgreSQL server through PgBouncer, on both executors (the conformance suite only).
+POSTGRES_PGBOUNCER = Backend("postgresql-pgbouncer", POSTGRES_ENV, has_native=True, pgbouncer=True)
+POSTGRES_PGBOUNCER_SQLALCHEMY = POSTGRES_PGBOUNCER.sqlalchemy_twin()
+PGBOUNCER_BACKENDS = [POSTGRES_PGBOUNCER, POSTGRES_PGBOUNCER_SQLALCHEMY]
+#: The test modules whose `provider` / `fresh_url` tests also run on `PGBOUNCER_BACKENDS`.
+PGBOUNCER_MODULES = frozenset(
+    {
+        "test_keyvalue",
+        "test_conversations",
+        "test_oauth",
+        "test_export",
+        "test_conversation_manager",
+        "test_differential",
+    }
+)
 #: Server backends on both executors (and aiomysql).
 SERVER_BACKENDS = [POSTGRES, POSTGRES_SQLALCHEMY, MYSQL, MYSQL_SQLALCHEMY, MYSQL_AIOMYSQL]
 

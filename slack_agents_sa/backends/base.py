@@ -97,6 +97,10 @@ class Backend:
         closed = getattr(driver_connection, "closed", None)
         return closed if isinstance(closed, bool) else False
 
+    def pgbouncer_url(self, url: URL) -> URL:
+        """`url` set up for a transaction-pooling PgBouncer in front (option `pgbouncer`)."""
+        raise ValueError(f"is for postgresql+asyncpg, not {url.drivername}")
+
     def autocommit_options(self) -> dict[str, Any]:
         """Execution options for a connection where every statement is its own transaction.
 

@@ -1,4 +1,22 @@
-"""PostgreSQL: search_path for `schema`, INSERT CTEs, the advisory migration lock, asyncpg lanes."""
+"""PostgreSQL: search_path for `schema`, INSERT CTEs, the advisory migration lock, asyncpg lanes.
+
+Behind PgBouncer in transaction pooling (the `pgbouncer` option, which puts
+`PGBOUNCER_URL_QUERY` in the URL) a client connection is served by any server connection,
+one transaction (or one statement outside a transaction) at a time, so nothing may live on
+a connection past that:
+
+- prepared statements: asyncpg's and SQLAlchemy's caches are off, so every statement is
+  the unnamed one. asyncpg sends Parse/Describe with a Flush, not a Sync, and the
+  Bind/Execute that follows ends in the only Sync: PgBouncer hands the server connection
+  back only at that ReadyForQuery, so both halves reach the same server (asyncpg >= 0.30
+  behaviour; tests/test_pgbouncer.py runs it under concurrency on both executors).
+- `schema`: no search_path at connect (PgBouncer refuses the startup parameter, and a
+  `SET` would stay on one server connection): our statements are compiled with
+  `schema_translate_map` (both executors), and every SQLAlchemy transaction not in
+  autocommit sets the search_path for itself (`set_config(..., true)`), for Alembic and
+  the version-table reads, which name tables without a schema.
+- the migration lock is `pg_advisory_xact_lock`, which ends with its transaction.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +24,20 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from sqlalchemy import BindParameter, ColumnElement, Insert, Text, case, cast, func, text, true
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Insert,
+    Text,
+    case,
+    cast,
+    event,
+    func,
+    text,
+    true,
+)
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import URL, Dialect
+from sqlalchemy.engine import URL, Connection, Dialect, ExceptionContext
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import InstrumentedAttribute
@@ -24,10 +53,27 @@ from slack_agents_sa.models import Base
 if TYPE_CHECKING:
     from slack_agents_sa.executors import Executor
 
+#: URL query of a provider behind PgBouncer (option `pgbouncer`): asyncpg's statement cache
+#: and SQLAlchemy's prepared-statement cache off, so only unnamed statements are used.
+PGBOUNCER_URL_QUERY = {"statement_cache_size": "0", "prepared_statement_cache_size": "0"}
 #: Arbitrary, stable key for the advisory lock around migrations.
 MIGRATION_LOCK_KEY = 0x51AC_A6E5
+#: The search_path of one transaction (positional: the DBAPI cursor of asyncpg's adapter).
+_SET_LOCAL_SEARCH_PATH = "SELECT set_config('search_path', $1, true)"
+#: SQLSTATEs of a server that ended, or would not start, a session: connection_exception
+#: (class 08), admin_shutdown, crash_shutdown, cannot_connect_now (shutting down, starting
+#: up, in recovery). SQLAlchemy's asyncpg dialect calls none of them a disconnect on connect.
+_SERVER_GONE = ("08", "57P01", "57P02", "57P03")
 #: The start of a JSON `\uXXXX` escape, as it appears in the stored text.
 _JSON_ESCAPE = "\\u"
+
+
+def behind_pgbouncer(url: URL) -> bool:
+    """Whether `url` is one the `pgbouncer` option made: no prepared statement outlives a
+    statement, and `schema` is not a connection's search_path."""
+    return url.get_driver_name() == "asyncpg" and all(
+        url.query.get(name) == value for name, value in PGBOUNCER_URL_QUERY.items()
+    )
 
 
 class PostgreSQL(Backend):
@@ -41,11 +87,55 @@ class PostgreSQL(Backend):
         self, url: URL, pool_options: dict[str, Any], schema: str | None
     ) -> dict[str, Any]:
         """`schema` becomes every connection's search_path, so unqualified names, ours and
-        Alembic's alike, resolve there; `migration_transaction` creates it."""
+        Alembic's alike, resolve there; `migration_transaction` creates it.
+
+        Behind PgBouncer: asyncpg's statement cache off (the URL says "0"; asyncpg wants an
+        int), and `schema` qualifies our names instead (see the module docstring).
+        """
         options = dict(pool_options)
-        if schema is not None:
+        if behind_pgbouncer(url):
+            options["connect_args"] = {"statement_cache_size": 0}
+            if schema is not None:
+                options["execution_options"] = {"schema_translate_map": {None: schema}}
+        elif schema is not None:
             options["connect_args"] = {"server_settings": {"search_path": schema}}
         return options
+
+    def pgbouncer_url(self, url: URL) -> URL:
+        if url.get_driver_name() != "asyncpg":
+            return super().pgbouncer_url(url)
+        return url.update_query_dict(PGBOUNCER_URL_QUERY)
+
+    def install_connection_hooks(self, engine: AsyncEngine) -> None:
+        super().install_connection_hooks(engine)
+
+        @event.listens_for(engine.sync_engine, "handle_error")
+        def _server_gone(context: ExceptionContext) -> None:
+            # A primary shutting down answers new connections with 57P03 until it is gone
+            # (tests/test_failover.py): a lost connection, not an error of the call.
+            state = getattr(context.original_exception, "sqlstate", None)
+            if isinstance(state, str) and state.startswith(_SERVER_GONE):
+                context.is_disconnect = True
+
+        translate = engine.get_execution_options().get("schema_translate_map") or {}
+        schema = translate.get(None)
+        if schema is None:
+            return
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _search_path_for_this_transaction(conn: Connection) -> None:
+            # Our statements are qualified already; this is for Alembic and the version
+            # table, whose names are not. Transaction-local, so no server connection keeps it.
+            if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+                return
+            dbapi_connection = conn.connection.dbapi_connection
+            if dbapi_connection is None or getattr(dbapi_connection, "autocommit", False):
+                return
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(_SET_LOCAL_SEARCH_PATH, (schema,))
+            finally:
+                cursor.close()
 
     def is_retryable(self, error: DBAPIError) -> bool:
         # 40001 serialization_failure, 40P01 deadlock_detected: the transaction was aborted.
@@ -73,7 +163,12 @@ class PostgreSQL(Backend):
         from slack_agents_sa.executors.compiled import StatementCache
         from slack_agents_sa.executors.postgresql import PostgresExecutor
 
-        return PostgresExecutor(lane_engine(), StatementCache(dialect, echo=echo), lanes)
+        engine = lane_engine()
+        # Behind PgBouncer with `schema`: compiled with our schema's name in (as SQLAlchemy's
+        # path does through the engine's execution option).
+        translate = engine.get_execution_options().get("schema_translate_map")
+        statements = StatementCache(dialect, echo=echo, schema_translate_map=translate)
+        return PostgresExecutor(engine, statements, lanes)
 
     def _build_upsert(
         self,

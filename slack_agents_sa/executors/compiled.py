@@ -62,8 +62,20 @@ class CompiledStatement:
         "sql",
     )
 
-    def __init__(self, stmt: ClauseElement, dialect: Dialect, names: frozenset[str]) -> None:
-        compiled = stmt.compile(dialect=dialect, column_keys=sorted(names))
+    def __init__(
+        self,
+        stmt: ClauseElement,
+        dialect: Dialect,
+        names: frozenset[str],
+        schema_translate_map: dict[str | None, str | None] | None = None,
+    ) -> None:
+        # A schema_translate_map is rendered into the text, as SQLAlchemy's path does per call.
+        compiled = stmt.compile(
+            dialect=dialect,
+            column_keys=sorted(names),
+            schema_translate_map=schema_translate_map,
+            render_schema_translate=bool(schema_translate_map),
+        )
         if not isinstance(compiled, SQLCompiler):  # pragma: no cover - DDL is not run here
             raise TypeError(f"not a SQL statement: {type(stmt).__name__}")
         self._compiled = compiled
@@ -187,9 +199,15 @@ class StatementCache:
     compilation (the stale-parameter bug of encode/databases).
     """
 
-    def __init__(self, dialect: Dialect, echo: bool = False) -> None:
+    def __init__(
+        self,
+        dialect: Dialect,
+        echo: bool = False,
+        schema_translate_map: dict[str | None, str | None] | None = None,
+    ) -> None:
         self.dialect = dialect
         self._echo = echo
+        self._translate = schema_translate_map
         self._by_statement: weakref.WeakKeyDictionary[
             ClauseElement, dict[frozenset[str], CompiledStatement]
         ] = weakref.WeakKeyDictionary()
@@ -201,7 +219,7 @@ class StatementCache:
             shapes = self._by_statement[stmt] = {}
         found = shapes.get(names)
         if found is None:
-            found = shapes[names] = CompiledStatement(stmt, self.dialect, names)
+            found = shapes[names] = CompiledStatement(stmt, self.dialect, names, self._translate)
         if self._echo:
             # `echo: true` shows each statement on SQLAlchemy's own logger, values hidden.
             _echo_logger.info("%s\n[native executor] [parameters hidden]", found.sql)
