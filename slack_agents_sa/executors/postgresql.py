@@ -61,7 +61,8 @@ def _translated(error: Exception, sql: str) -> Exception:
         kind = _ERROR_BY_CLASS.get(state[:2], exc.DatabaseError)
         translated: Exception = kind(sql, None, error, hide_parameters=True)
         return translated
-    if isinstance(error, asyncpg.exceptions._base.DataError):
+    if isinstance(error, asyncpg.InterfaceError) and isinstance(error, ValueError):
+        # asyncpg's client-side DataError (its public name is taken by SQLSTATE class 22).
         # Raised before anything was sent: a value of a type the column cannot take.
         return exc.DataError(sql, None, error, hide_parameters=True)
     return unchanged
