@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from slack_agents_sa.backends import backend_for
+from slack_agents_sa.backends import ExecutorParts, backend_for
 from slack_agents_sa.errors import ConnectionLostError, ProviderClosedError
 from slack_agents_sa.executors import EngineExecutor, Executor, Step, Values
 from slack_agents_sa.settings import ProviderSettings
@@ -133,13 +133,14 @@ class Database:
             self._shared = await self._autocommit_engine.connect()
         url = self.settings.url
         if self.settings.executor != "sqlalchemy" and self.backend.has_native_executor(url):
-            native = self.backend.native_executor(
+            parts = ExecutorParts(
                 url,
                 self.engine.dialect,
                 self.settings.pool_size or DEFAULT_LANES,
                 self._lane_engine,
                 self.settings.echo,
             )
+            native = self.backend.native_executor(parts)
             await native.open()
             self._executor = native
 

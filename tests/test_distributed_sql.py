@@ -14,25 +14,17 @@ under SLACK_AGENTS_SA_STRICT=1).
 from __future__ import annotations
 
 from itertools import combinations
-from types import ModuleType
 from typing import Any
 
 import pytest
-from sqlalchemy import ClauseElement, Executable, Insert
+from sqlalchemy import ClauseElement, Insert
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from slack_agents_sa import conversations, export, keyvalue, oauth
 from slack_agents_sa.backends import Backend, backend_for
-from slack_agents_sa.models import (
-    OUR_TABLES,
-    Conversation,
-    Heartbeat,
-    KeyValueEntry,
-    OAuthClient,
-    OAuthToken,
-    metadata,
-)
+from slack_agents_sa.models import OUR_TABLES, metadata
+from tests.statements import UPSERT_SHAPES, module_statements
 
 COCKROACH_URL = "cockroachdb+asyncpg://root@127.0.0.1:26257/agents"
 #: Tables with a generated BIGINT id (BIGSERIAL in the DDL).
@@ -66,54 +58,6 @@ def _sql(statement: Any, dialect: Dialect) -> str:
     return sql
 
 
-def _module_statements(module: ModuleType) -> dict[str, ClauseElement]:
-    return {
-        name: value
-        for name, value in vars(module).items()
-        if isinstance(value, ClauseElement) and isinstance(value, Executable)
-    }
-
-
-def _upsert_shapes() -> list[tuple[Any, tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]]:
-    """Every upsert shape the provider builds (conversations, heartbeats, set, OAuth puts)."""
-    thread = ("agent_name", "channel_id", "thread_id")
-    token = ("access_token", "refresh_token_enc", "token_type", "scopes", "expires_at")
-    client = ("client_id", "client_secret", "metadata_json", "authorization_server")
-    stamps = ("created_at", "updated_at")
-    return [
-        (Conversation, (*thread, "channel_name"), thread, ("channel_name",), True),
-        (Conversation, (*thread, "channel_name"), thread, (), True),
-        (
-            Heartbeat,
-            ("agent_name", "last_ping_pong_time"),
-            ("agent_name",),
-            ("last_ping_pong_time",),
-            False,
-        ),
-        (
-            KeyValueEntry,
-            ("namespace", "key", "value", *stamps),
-            ("namespace", "key"),
-            ("value", "updated_at"),
-            False,
-        ),
-        (
-            OAuthToken,
-            ("user_id", "server_id", *token, *stamps),
-            ("user_id", "server_id"),
-            (*token, "updated_at"),
-            False,
-        ),
-        (
-            OAuthClient,
-            ("server_id", "redirect_uri", *client, *stamps),
-            ("server_id", "redirect_uri"),
-            (*client, "updated_at"),
-            False,
-        ),
-    ]
-
-
 def test_the_cockroachdb_dialect_loads_on_asyncpg(dialect: Dialect) -> None:
     assert dialect.name == "cockroachdb"
     assert dialect.driver == "asyncpg"
@@ -141,7 +85,7 @@ def test_every_table_and_index_compiles(dialect: Dialect) -> None:
 def test_every_module_level_statement_compiles(dialect: Dialect) -> None:
     statements: dict[str, ClauseElement] = {}
     for module in (keyvalue, conversations, oauth, export):
-        statements |= {f"{module.__name__}.{n}": s for n, s in _module_statements(module).items()}
+        statements |= {f"{module.__name__}.{n}": s for n, s in module_statements(module).items()}
     assert {
         "slack_agents_sa.keyvalue._GET_LIST",
         "slack_agents_sa.conversations._HISTORY",
@@ -179,7 +123,7 @@ def test_export_and_query_statements_compile(dialect: Dialect) -> None:
 def test_postgresql_upserts_compile(dialect: Dialect) -> None:
     postgres = backend_for("postgresql")
     generic = backend_for(make_url(COCKROACH_URL))
-    for model, columns, keys, update, returning in _upsert_shapes():
+    for model, columns, keys, update, returning in UPSERT_SHAPES:
         stmt: Insert = postgres.upsert(model, columns, keys, update, returning)
         sql = _sql(stmt, dialect)
         assert "ON CONFLICT (" + ", ".join(keys) + ") DO UPDATE SET" in sql, sql

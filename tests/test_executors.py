@@ -14,13 +14,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from sqlalchemy import (
     ClauseElement,
-    Executable,
     Insert,
     Table,
     bindparam,
@@ -43,7 +41,6 @@ from slack_agents_sa.models import (
     Conversation,
     Heartbeat,
     KeyValueEntry,
-    OAuthClient,
     OAuthToken,
     metadata,
     table_of,
@@ -58,6 +55,7 @@ from tests.databases import (
     opened_provider,
     scratch_database,
 )
+from tests.statements import UPSERT_SHAPES, module_statements
 
 _conversations = table_of(Conversation)
 _messages = metadata.tables["agents_messages"]
@@ -599,14 +597,6 @@ def _dialect(url: str) -> Dialect:
     return dialect
 
 
-def _module_statements(module: ModuleType) -> dict[str, ClauseElement]:
-    return {
-        name: value
-        for name, value in vars(module).items()
-        if isinstance(value, ClauseElement) and isinstance(value, Executable)
-    }
-
-
 def _names(stmt: ClauseElement, dialect: Dialect, upsert: bool = False) -> frozenset[str]:
     """The value names a call supplies: every required bind, less a plain INSERT's
     generated id and Python-defaulted columns (which the executor must fill in). An upsert
@@ -645,52 +635,7 @@ def _sample(type_: Any) -> Any:
 
 
 def _upserts(dialect_name: str) -> list[Insert]:
-    thread = ("agent_name", "channel_id", "thread_id")
-    token_fields: tuple[str, ...] = ("access_token", "refresh_token_enc", "token_type", "scopes")
-    token_fields += ("expires_at", "created_at", "updated_at")
-    client_fields: tuple[str, ...] = (
-        "client_id",
-        "client_secret",
-        "metadata_json",
-        "authorization_server",
-    )
-    client_fields += ("created_at", "updated_at")
-    shapes: list[tuple[Any, tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]] = [
-        (
-            KeyValueEntry,
-            ("namespace", "key", "value", "created_at", "updated_at"),
-            ("namespace", "key"),
-            ("value", "updated_at"),
-            False,
-        ),
-        (
-            Heartbeat,
-            ("agent_name", "last_ping_pong_time"),
-            ("agent_name",),
-            ("last_ping_pong_time",),
-            False,
-        ),
-        (Conversation, (*thread, "channel_name"), thread, ("channel_name",), True),
-        (Conversation, (*thread, "channel_name"), thread, (), True),
-        (
-            OAuthToken,
-            ("user_id", "server_id", *token_fields),
-            ("user_id", "server_id"),
-            tuple(f for f in token_fields if f != "created_at"),
-            False,
-        ),
-        (
-            OAuthClient,
-            ("server_id", "redirect_uri", *client_fields),
-            ("server_id", "redirect_uri"),
-            tuple(f for f in client_fields if f != "created_at"),
-            False,
-        ),
-    ]
-    return [
-        backend_for(dialect_name).upsert(model, columns, keys, update, returning)
-        for model, columns, keys, update, returning in shapes
-    ]
+    return [backend_for(dialect_name).upsert(*shape) for shape in UPSERT_SHAPES]
 
 
 def _placeholders(sql: str, dialect: Dialect) -> int:
@@ -705,7 +650,7 @@ def _placeholders(sql: str, dialect: Dialect) -> int:
 def test_every_module_level_statement_is_discovered() -> None:
     found = set()
     for module in (keyvalue, conversations, oauth):
-        found |= set(_module_statements(module))
+        found |= set(module_statements(module))
     assert found >= {
         "_GET", "_DELETE", "_APPEND", "_GET_LIST", "_FIND_CONVERSATION",
         "_RENAME_CONVERSATION", "_INSERT_MESSAGE", "_INSERT_BLOCK", "_INSERT_TOOL_CALL",
@@ -720,7 +665,7 @@ def test_every_statement_the_provider_uses_compiles_natively_on_every_dialect(ur
     dialect = _dialect(url)
     statements: list[ClauseElement] = []
     for module in (keyvalue, conversations, oauth):
-        statements += _module_statements(module).values()
+        statements += module_statements(module).values()
     upserts = _upserts(dialect.name)
     statements += upserts
     assert len(statements) >= 23

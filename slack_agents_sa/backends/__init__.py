@@ -10,7 +10,12 @@ from functools import cache
 
 from sqlalchemy.engine import URL
 
-from slack_agents_sa.backends.base import MIGRATION_LOCK_TIMEOUT_S, WRITE_LOCK_OPTION, Backend
+from slack_agents_sa.backends.base import (
+    MIGRATION_LOCK_TIMEOUT_S,
+    WRITE_LOCK_OPTION,
+    Backend,
+    ExecutorParts,
+)
 from slack_agents_sa.backends.mysql import MySQL
 from slack_agents_sa.backends.postgresql import PostgreSQL
 from slack_agents_sa.backends.sqlite import SQLite
@@ -38,6 +43,7 @@ __all__ = [
     "MIGRATION_LOCK_TIMEOUT_S",
     "WRITE_LOCK_OPTION",
     "Backend",
+    "ExecutorParts",
     "MySQL",
     "PostgreSQL",
     "SQLite",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import BindParameter, ColumnElement, Insert, bindparam, event
@@ -20,6 +21,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.schema import CreateSchema
 
 from slack_agents_sa.errors import MigrationLockError
+from slack_agents_sa.executors.compiled import StatementCache
 from slack_agents_sa.models import Base, table_of
 
 if TYPE_CHECKING:
@@ -31,6 +33,27 @@ WRITE_LOCK_OPTION = "slack_agents_sa_write_lock"
 #: How long a migrator waits for another's migration lock before giving up (seconds;
 #: PostgreSQL and MySQL/MariaDB. SQLite's lock is its write lock: busy_timeout applies).
 MIGRATION_LOCK_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class ExecutorParts:
+    """What a native executor is made from: the provider's URL and options, the engine's
+    dialect (compiled statements and the driver's codecs must come from one dialect), and a
+    maker of the pool-less engine whose connections become lanes."""
+
+    url: URL
+    dialect: Dialect
+    lanes: int
+    lane_engine: Callable[[], AsyncEngine]
+    echo: bool
+
+    def statements(self, engine: AsyncEngine | None = None) -> StatementCache:
+        """The compiled-statement cache, with `engine`'s schema_translate_map if it has one
+        (as SQLAlchemy's path applies the engine's execution option)."""
+        options = engine.get_execution_options() if engine is not None else {}
+        translate = options.get("schema_translate_map")
+        return StatementCache(self.dialect, echo=self.echo, schema_translate_map=translate)
+
 
 #: What `upsert` builds: model, inserted columns, conflict keys, updated columns, RETURNING id.
 type UpsertShape = tuple[type[Base], tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]
@@ -126,14 +149,7 @@ class Backend:
         """Whether a native executor serves `url` (see `executors`)."""
         return False
 
-    def native_executor(
-        self,
-        url: URL,
-        dialect: Dialect,
-        lanes: int,
-        lane_engine: Callable[[], AsyncEngine],
-        echo: bool,
-    ) -> Executor:
+    def native_executor(self, parts: ExecutorParts) -> Executor:
         """The native executor for `url` (only asked when `has_native_executor`)."""
         raise NotImplementedError(f"no native executor for {self.dialect_name}")
 
@@ -157,17 +173,11 @@ class Backend:
         shape = (model, columns, keys, update, returning_id)
         found = self._upserts.get(shape)
         if found is None:
-            found = self._upserts[shape] = self._build_upsert(*shape)
+            found = self._upserts[shape] = self._build_upsert(shape)
         return found
 
-    def _build_upsert(
-        self,
-        model: type[Base],
-        columns: tuple[str, ...],
-        keys: tuple[str, ...],
-        update: tuple[str, ...],
-        returning_id: bool,
-    ) -> Insert:
+    def _build_upsert(self, shape: UpsertShape) -> Insert:
+        """The statement `upsert` returns for `shape`, built once per shape."""
         raise NotImplementedError(f"no upsert for dialect {self.dialect_name!r}")
 
     def json_field_is_text(

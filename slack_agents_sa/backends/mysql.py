@@ -4,18 +4,23 @@ asyncmy lanes."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Insert, bindparam, event, func, text
 from sqlalchemy.dialects import mysql
-from sqlalchemy.engine import URL, Connection, Dialect
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from slack_agents_sa.backends.base import MIGRATION_LOCK_TIMEOUT_S, Backend, lock_not_taken
-from slack_agents_sa.models import Base, table_of
+from slack_agents_sa.backends.base import (
+    MIGRATION_LOCK_TIMEOUT_S,
+    Backend,
+    ExecutorParts,
+    UpsertShape,
+    lock_not_taken,
+)
+from slack_agents_sa.models import table_of
 
 if TYPE_CHECKING:
     from slack_agents_sa.executors import Executor
@@ -99,28 +104,15 @@ class MySQL(Backend):
     def has_native_executor(self, url: URL) -> bool:
         return url.get_driver_name() == "asyncmy"
 
-    def native_executor(
-        self,
-        url: URL,
-        dialect: Dialect,
-        lanes: int,
-        lane_engine: Callable[[], AsyncEngine],
-        echo: bool,
-    ) -> Executor:
-        from slack_agents_sa.executors.compiled import StatementCache
+    def native_executor(self, parts: ExecutorParts) -> Executor:
         from slack_agents_sa.executors.mysql import MySQLExecutor
 
-        return MySQLExecutor(lane_engine(), StatementCache(dialect, echo=echo), lanes)
+        engine = parts.lane_engine()
+        return MySQLExecutor(engine, parts.statements(engine), parts.lanes)
 
-    def _build_upsert(
-        self,
-        model: type[Base],
-        columns: tuple[str, ...],
-        keys: tuple[str, ...],
-        update: tuple[str, ...],
-        returning_id: bool,
-    ) -> Insert:
+    def _build_upsert(self, shape: UpsertShape) -> Insert:
         # MySQL has no RETURNING: the id of the row comes back as the driver's lastrowid.
+        model, columns, keys, update, _returning_id = shape
         table = table_of(model)
         stmt = mysql.insert(table).values(
             {name: bindparam(name, type_=table.c[name].type) for name in columns}

@@ -20,7 +20,6 @@ a connection past that:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -38,7 +37,7 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import URL, Connection, Dialect, ExceptionContext
+from sqlalchemy.engine import URL, Connection, ExceptionContext
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import InstrumentedAttribute
@@ -46,10 +45,11 @@ from sqlalchemy.orm import InstrumentedAttribute
 from slack_agents_sa.backends.base import (
     MIGRATION_LOCK_TIMEOUT_S,
     Backend,
+    ExecutorParts,
+    UpsertShape,
     lock_not_taken,
     on_conflict_upsert,
 )
-from slack_agents_sa.models import Base
 
 if TYPE_CHECKING:
     from slack_agents_sa.executors import Executor
@@ -155,33 +155,15 @@ class PostgreSQL(Backend):
     def has_native_executor(self, url: URL) -> bool:
         return url.get_driver_name() == "asyncpg"
 
-    def native_executor(
-        self,
-        url: URL,
-        dialect: Dialect,
-        lanes: int,
-        lane_engine: Callable[[], AsyncEngine],
-        echo: bool,
-    ) -> Executor:
-        from slack_agents_sa.executors.compiled import StatementCache
+    def native_executor(self, parts: ExecutorParts) -> Executor:
         from slack_agents_sa.executors.postgresql import PostgresExecutor
 
-        engine = lane_engine()
-        # Behind PgBouncer with `schema`: compiled with our schema's name in (as SQLAlchemy's
-        # path does through the engine's execution option).
-        translate = engine.get_execution_options().get("schema_translate_map")
-        statements = StatementCache(dialect, echo=echo, schema_translate_map=translate)
-        return PostgresExecutor(engine, statements, lanes)
+        # Behind PgBouncer with `schema`, the lane engine's schema_translate_map names it.
+        engine = parts.lane_engine()
+        return PostgresExecutor(engine, parts.statements(engine), parts.lanes)
 
-    def _build_upsert(
-        self,
-        model: type[Base],
-        columns: tuple[str, ...],
-        keys: tuple[str, ...],
-        update: tuple[str, ...],
-        returning_id: bool,
-    ) -> Insert:
-        return on_conflict_upsert(postgresql.insert, model, columns, keys, update, returning_id)
+    def _build_upsert(self, shape: UpsertShape) -> Insert:
+        return on_conflict_upsert(postgresql.insert, *shape)
 
     def json_field_is_text(
         self,

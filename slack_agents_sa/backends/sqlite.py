@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import BindParameter, ColumnElement, Insert, event, exists, func
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.engine import URL, Connection, Dialect
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from slack_agents_sa.backends.base import WRITE_LOCK_OPTION, Backend, on_conflict_upsert
+from slack_agents_sa.backends.base import (
+    WRITE_LOCK_OPTION,
+    Backend,
+    ExecutorParts,
+    UpsertShape,
+    on_conflict_upsert,
+)
 from slack_agents_sa.errors import MigrationError
-from slack_agents_sa.models import Base
 
 if TYPE_CHECKING:
     from slack_agents_sa.executors import Executor
@@ -110,28 +115,13 @@ class SQLite(Backend):
         # in one connection, which the worker's own connection cannot see.
         return _names_a_file(url) and not url.query
 
-    def native_executor(
-        self,
-        url: URL,
-        dialect: Dialect,
-        lanes: int,
-        lane_engine: Callable[[], AsyncEngine],
-        echo: bool,
-    ) -> Executor:
-        from slack_agents_sa.executors.compiled import StatementCache
+    def native_executor(self, parts: ExecutorParts) -> Executor:
         from slack_agents_sa.executors.sqlite import SQLiteExecutor
 
-        return SQLiteExecutor(url.database or "", StatementCache(dialect, echo=echo))
+        return SQLiteExecutor(parts.url.database or "", parts.statements())
 
-    def _build_upsert(
-        self,
-        model: type[Base],
-        columns: tuple[str, ...],
-        keys: tuple[str, ...],
-        update: tuple[str, ...],
-        returning_id: bool,
-    ) -> Insert:
-        return on_conflict_upsert(sqlite.insert, model, columns, keys, update, returning_id)
+    def _build_upsert(self, shape: UpsertShape) -> Insert:
+        return on_conflict_upsert(sqlite.insert, *shape)
 
     def json_field_is_text(
         self,
