@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from benchmarks.bulk_sql import bulk_sql
 from slack_agents_sa import Provider
 from slack_agents_sa.retention import DEFAULT_BATCH_SIZE, PruneResult
 from slack_agents_sa.settings import normalize_url
@@ -40,39 +41,13 @@ BLOCKS_PER_MESSAGE = 10
 OLD_EVERY = 10
 BASELINE_S = 5.0
 
-_SERIES = {
-    "postgresql": "generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS g(x)",
-    "sqlite": "(WITH RECURSIVE s(x) AS (SELECT :first UNION ALL SELECT x + 1 FROM s "
-    "WHERE x < :last) SELECT x FROM s) AS g",
-}
-_NOW = {"postgresql": "now()", "sqlite": "strftime('%Y-%m-%d %H:%M:%f', 'now')"}
-_OLD = {
-    "postgresql": "now() - interval '120 days'",
-    "sqlite": "strftime('%Y-%m-%d %H:%M:%f', 'now', '-120 days')",
-}
-_TRUE = {"postgresql": "true", "sqlite": "1"}
-_JSON = {"postgresql": "::json", "sqlite": ""}
-
-
-async def _sql(storage: Provider, statement: str, **params: int) -> None:
-    dialect = storage.db.dialect_name
-    statement = statement.format(
-        series=_SERIES[dialect],
-        now=_NOW[dialect],
-        old=_OLD[dialect],
-        true=_TRUE[dialect],
-        json=_JSON[dialect],
-    )
-    async with storage.db.transaction() as conn:
-        await conn.execute(text(statement), params)
-
 
 async def fill(storage: Provider, conversations: int) -> None:
     """Conversation c (1..N) is old when c % OLD_EVERY == 0; ids are computed, not generated."""
     messages = conversations * MESSAGES_PER_CONVERSATION
     blocks = messages * BLOCKS_PER_MESSAGE
     per_conversation = MESSAGES_PER_CONVERSATION * BLOCKS_PER_MESSAGE
-    await _sql(
+    await bulk_sql(
         storage,
         "INSERT INTO agents_conversations (id, agent_name, channel_id, thread_id, created_at) "
         "SELECT x, 'bench', 'C', 't' || x, "
@@ -80,7 +55,7 @@ async def fill(storage: Provider, conversations: int) -> None:
         first=1,
         last=conversations,
     )
-    await _sql(
+    await bulk_sql(
         storage,
         "INSERT INTO agents_messages (id, conversation_id, user_id, user_name, user_handle, "
         f"created_at) SELECT x, (x - 1) / {MESSAGES_PER_CONVERSATION} + 1, 'U', 'n', 'h', "
@@ -89,7 +64,7 @@ async def fill(storage: Provider, conversations: int) -> None:
         first=1,
         last=messages,
     )
-    await _sql(
+    await bulk_sql(
         storage,
         "INSERT INTO agents_blocks (id, message_id, block_type, in_history, content, created_at) "
         f"SELECT x, (x - 1) / {BLOCKS_PER_MESSAGE} + 1, "
@@ -100,7 +75,7 @@ async def fill(storage: Provider, conversations: int) -> None:
         first=1,
         last=blocks,
     )
-    await _sql(
+    await bulk_sql(
         storage,
         "INSERT INTO agents_tool_calls (block_id, tool_call_id, tool_name, tool_input, "
         "tool_output, is_error) SELECT 5 * x, 'fill_' || x, 't', '{{\"q\": 1}}'{json}, "

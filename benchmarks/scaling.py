@@ -27,21 +27,13 @@ from typing import Any
 
 from sqlalchemy import text
 
+from benchmarks.bulk_sql import bulk_sql
 from slack_agents_sa import Provider
 from slack_agents_sa.settings import normalize_url
 from tests.databases import POSTGRES_ENV, create_scratch_database, drop_scratch_database
 
 #: Offset of filler ids, far above anything the measured calls create.
 FILL_BASE = 10_000_000
-
-_SERIES = {
-    "postgresql": "generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS g(x)",
-    "sqlite": "(WITH RECURSIVE s(x) AS (SELECT :first UNION ALL SELECT x + 1 FROM s "
-    "WHERE x < :last) SELECT x FROM s) AS g",
-}
-_NOW = {"postgresql": "now()", "sqlite": "strftime('%Y-%m-%d %H:%M:%f', 'now')"}
-_TRUE = {"postgresql": "true", "sqlite": "1"}
-_JSON = {"postgresql": "::json", "sqlite": ""}
 
 
 async def _median_us(call: Callable[[int], Awaitable[Any]], times: int) -> float:
@@ -54,26 +46,17 @@ async def _median_us(call: Callable[[int], Awaitable[Any]], times: int) -> float
     return statistics.median(samples) * 1e6
 
 
-async def _sql(storage: Provider, statement: str, **params: int) -> None:
-    dialect = storage.db.dialect_name
-    statement = statement.format(
-        series=_SERIES[dialect], now=_NOW[dialect], true=_TRUE[dialect], json=_JSON[dialect]
-    )
-    async with storage.db.transaction() as conn:
-        await conn.execute(text(statement), params)
-
-
 async def fill_blocks(storage: Provider, first: int, last: int) -> None:
     """Blocks (tool calls) first..last, ten to a message, one message to a conversation."""
     lo, hi = first // 10, (last - 1) // 10
-    await _sql(
+    await bulk_sql(
         storage,
         "INSERT INTO agents_conversations (id, agent_name, channel_id, thread_id, created_at) "
         f"SELECT {FILL_BASE} + x, 'filler', 'C', 't' || x, {{now}} FROM {{series}}",
         first=lo,
         last=hi,
     )
-    await _sql(
+    await bulk_sql(
         storage,
         "INSERT INTO agents_messages (id, conversation_id, user_id, user_name, user_handle, "
         f"created_at) SELECT {FILL_BASE} + x, {FILL_BASE} + x, 'U', 'n', 'h', {{now}} "
@@ -81,7 +64,7 @@ async def fill_blocks(storage: Provider, first: int, last: int) -> None:
         first=lo,
         last=hi,
     )
-    await _sql(
+    await bulk_sql(
         storage,
         "INSERT INTO agents_blocks (id, message_id, block_type, in_history, created_at) "
         f"SELECT {FILL_BASE} + x, {FILL_BASE} + x / 10, 'tool_use', {{true}}, {{now}} "
@@ -89,7 +72,7 @@ async def fill_blocks(storage: Provider, first: int, last: int) -> None:
         first=first,
         last=last - 1,
     )
-    await _sql(
+    await bulk_sql(
         storage,
         "INSERT INTO agents_tool_calls (block_id, tool_call_id, tool_name, tool_input, "
         f"tool_output, is_error) SELECT {FILL_BASE} + x, 'fill_' || x, 't', "
@@ -100,7 +83,7 @@ async def fill_blocks(storage: Provider, first: int, last: int) -> None:
 
 
 async def fill_namespace(storage: Provider, namespace: str, first: int, last: int) -> None:
-    await _sql(
+    await bulk_sql(
         storage,
         "INSERT INTO agents_kv_entries (namespace, key, value, created_at) "
         f"SELECT '{namespace}', 'task-' || x, ('{{{{\"task_id\": ' || x || ', \"state\": \"' "

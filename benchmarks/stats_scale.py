@@ -4,7 +4,7 @@
 
 Fills N blocks (default 1M) of every type, spread over 10 agents: N/50 conversations, N/5
 messages, a tool call per `tool_use` block (N/5), and N/10 key-value entries and N/10 list
-items over 20 namespaces. Rows are written in bulk with plain SQL (`benchmarks.scaling`'s
+items over 20 namespaces. Rows are written in bulk with plain SQL (`benchmarks.bulk_sql`'s
 helper: this script's only dialect-specific code). Prints the fill time and the time of
 `collect_stats` (first run, then the median of the next runs).
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from benchmarks.scaling import _sql
+from benchmarks.bulk_sql import bulk_sql
 from slack_agents_sa import Provider
 from slack_agents_sa.settings import normalize_url
 from slack_agents_sa.stats import collect_stats
@@ -37,7 +37,7 @@ _BLOCK_TYPE = (
 # stores files base64-encoded), a usage record; tool calls keep theirs in agents_tool_calls.
 _TEXT = "lorem ipsum " * 17
 _DATA = "QUJD" * 256
-# (Braces doubled: `_sql` formats the statement.)
+# (Braces doubled: `bulk_sql` formats the statement.)
 _CONTENT = (
     f'CASE WHEN x % 10 < 4 THEN \'{{{{"text": "{_TEXT}"}}}}\' '
     f'WHEN x % 10 < 6 THEN \'{{{{"data": "{_DATA}", "filename": "f.png"}}}}\' '
@@ -47,21 +47,21 @@ _CONTENT = (
 
 async def fill(storage: Provider, blocks: int) -> None:
     """`blocks` blocks: 5 to a message, 10 messages to a conversation, 10 agents."""
-    await _sql(
+    await bulk_sql(
         storage,
         "INSERT INTO agents_conversations (id, agent_name, channel_id, thread_id, created_at) "
         "SELECT x, 'agent-' || (x % 10), 'C', 't' || x, {now} FROM {series}",
         first=0,
         last=blocks // 50 - 1,
     )
-    await _sql(
+    await bulk_sql(
         storage,
         "INSERT INTO agents_messages (id, conversation_id, user_id, user_name, user_handle, "
         "created_at) SELECT x, x / 10, 'U', 'n', 'h', {now} FROM {series}",
         first=0,
         last=blocks // 5 - 1,
     )
-    await _sql(
+    await bulk_sql(
         storage,
         "INSERT INTO agents_blocks (id, message_id, block_type, in_history, content, "
         f"size_bytes, created_at) SELECT x, x / 5, {_BLOCK_TYPE}, {{true}}, ({_CONTENT}){{json}}, "
@@ -69,7 +69,7 @@ async def fill(storage: Provider, blocks: int) -> None:
         first=0,
         last=blocks - 1,
     )
-    await _sql(
+    await bulk_sql(
         storage,
         "INSERT INTO agents_tool_calls (block_id, tool_call_id, tool_name, tool_input, "
         "tool_output, is_error) SELECT x, 'call_' || x, 't', '{{\"q\": 1}}'{json}, 'out', "
@@ -78,7 +78,7 @@ async def fill(storage: Provider, blocks: int) -> None:
         last=blocks - 1,
     )
     for table in ("agents_kv_entries", "agents_list_items"):
-        await _sql(
+        await bulk_sql(
             storage,
             f"INSERT INTO {table} (namespace, key, value, created_at) SELECT 'ns-' || (x % 20), "
             "'k-' || x, ('{{\"n\": ' || x || ', \"state\": \"completed\"}}'){json}, {now} "
