@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
-from slack_agents.storage.base import OAuthClientRow, OAuthTokenRow
 from sqlalchemy import Connection, event, insert, select, update
 
 from slack_agents_sa import Provider, cli
 from slack_agents_sa.errors import ConfigError, DecryptionError
 from slack_agents_sa.keys import KEYS_ENV_VAR, PREFIX, SecretBox, rotate_keys
 from slack_agents_sa.models import OAuthClient, OAuthToken, table_of
+from tests import samples
 from tests.test_cli import run_cli
 
 NEW = Fernet.generate_key().decode()
@@ -26,23 +26,9 @@ STRANGER = Fernet.generate_key().decode()
 ACCESS = "gAAAAA-looks-like-fernet-" + "a" * 3000
 SECRET = "client-secret-s3cr3t"
 
-TOKEN = OAuthTokenRow(
-    access_token=ACCESS,
-    refresh_token_enc="host-sealed-refresh",
-    token_type="Bearer",
-    scopes="read write",
-    expires_at=1_900_000_000,
-    created_at=1_700_000_000,
-    updated_at=1_700_000_000,
-)
-CLIENT = OAuthClientRow(
-    client_id="client-1",
-    client_secret=SECRET,
-    metadata_json='{"client_id": "client-1"}',
-    authorization_server="https://auth.example.com",
-    created_at=1_700_000_000,
-    updated_at=1_700_000_000,
-)
+# The shared samples, with the secrets this file looks for in the stored rows.
+TOKEN = replace(samples.TOKEN, access_token=ACCESS, refresh_token_enc="host-sealed-refresh")
+CLIENT = replace(samples.CLIENT, client_id="client-1", client_secret=SECRET)
 PUBLIC_CLIENT = replace(CLIENT, client_id="client-2", client_secret=None)
 
 TOKENS = table_of(OAuthToken)
