@@ -27,14 +27,18 @@ class Lane:
 
     conn: AsyncConnection
     driver: Any
+    #: The statement running, which an error names (a transaction sets it step by step).
+    sql: str = ""
 
 
 class Lanes:
     """Up to `size` lanes, opened on first need, each serving one call at a time.
 
-    A lane whose call failed in a way that may have left the connection mid-protocol
-    (connection closed, client-side failure, anything not a plain SQL error from the
-    server) is closed and replaced by a new connection on next use, never reused.
+    A call's driver error becomes the SQLAlchemy error SQLAlchemy's path raises
+    (`translate`, given the error and the lane's `sql`). A lane whose call failed in a way
+    that may have left the connection mid-protocol (connection closed, client-side failure,
+    anything not a plain SQL error from the server) is closed and replaced by a new
+    connection on next use, never reused.
     """
 
     def __init__(
@@ -42,11 +46,13 @@ class Lanes:
         engine: AsyncEngine,
         size: int,
         keeps_connection: Callable[[BaseException, Any], bool],
+        translate: Callable[[Exception, str], Exception],
         set_up: Callable[[Any], Any] | None = None,
         is_closed: Callable[[Any], bool] | None = None,
     ) -> None:
         self._engine = engine
         self._keeps_connection = keeps_connection
+        self._translate = translate
         self._is_closed = is_closed
         self._set_up = set_up
         # None stands for a lane not opened yet; LIFO, so the warmest lane serves next.
@@ -57,18 +63,24 @@ class Lanes:
         self._closed = False
 
     @asynccontextmanager
-    async def lane(self) -> AsyncIterator[Lane]:
-        """A lane for one call; errors that break a connection become ConnectionLostError."""
+    async def lane(self, sql: str) -> AsyncIterator[Lane]:
+        """A lane for one call running `sql`; its errors translated, and those that break
+        a connection become ConnectionLostError."""
         lane = await self._take()
+        lane.sql = sql
         try:
             yield lane
-        except BaseException as error:
-            if self._keeps_connection(error, lane.driver):
+        except Exception as error:
+            translated = self._translate(error, lane.sql)
+            if self._keeps_connection(translated, lane.driver):
                 self._free.put_nowait(lane)
-                raise
+                if translated is error:
+                    raise
+                raise translated from error
             await self._discard(lane)
-            if isinstance(error, Exception):
-                raise ConnectionLostError(lost_connection_message(error)) from error
+            raise ConnectionLostError(lost_connection_message(error)) from error
+        except BaseException:
+            await self._discard(lane)
             raise
         self._free.put_nowait(lane)
 

@@ -77,7 +77,7 @@ class MySQLExecutor:
         # Each lane's max_allowed_packet (the server's value when the lane connected).
         self._packet_limits: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._lanes = Lanes(
-            lane_engine, lanes, _keeps_connection, self._set_up, is_closed=_is_closed
+            lane_engine, lanes, _keeps_connection, _translated, self._set_up, _is_closed
         )
 
     async def _set_up(self, driver: Any) -> None:
@@ -117,12 +117,9 @@ class MySQLExecutor:
     async def fetch(self, stmt: ClauseElement, values: Values) -> list[Any]:
         compiled = self._statements.get(stmt, values)
         sql, arguments = compiled.arguments(values)
-        async with self._lanes.lane() as lane:
-            try:
-                cursor = await self._execute(lane.driver, sql, arguments)
-                raw = await cursor.fetchall()
-            except Exception as error:
-                raise _translated(error, sql) from error
+        async with self._lanes.lane(sql) as lane:
+            cursor = await self._execute(lane.driver, sql, arguments)
+            raw = await cursor.fetchall()
         if not compiled.knows_result_types:
             # Once per statement: the type codes SQLAlchemy reads from cursor.description.
             description = cursor.description
@@ -131,43 +128,37 @@ class MySQLExecutor:
 
     async def write(self, stmt: ClauseElement, values: Values) -> int:
         sql, arguments = self._statements.get(stmt, values).arguments(values)
-        async with self._lanes.lane() as lane:
-            try:
-                cursor = await self._execute(lane.driver, sql, arguments)
-            except Exception as error:
-                raise _translated(error, sql) from error
+        async with self._lanes.lane(sql) as lane:
+            cursor = await self._execute(lane.driver, sql, arguments)
         return int(cursor.rowcount)
 
     async def insert_id(self, stmt: ClauseElement, values: Values) -> int:
         sql, arguments = self._statements.get(stmt, values).arguments(values)
-        async with self._lanes.lane() as lane:
-            try:
-                return await _inserted_id(await self._execute(lane.driver, sql, arguments))
-            except Exception as error:
-                raise _translated(error, sql) from error
+        async with self._lanes.lane(sql) as lane:
+            return await _inserted_id(await self._execute(lane.driver, sql, arguments))
 
     async def transaction(self, steps: Sequence[Step]) -> list[int | None]:
         ids: list[int | None] = []
         previous: int | None = None
-        async with self._lanes.lane() as lane:
+        async with self._lanes.lane("BEGIN") as lane:
             driver = lane.driver
-            sql = "BEGIN"
             try:
                 await driver.begin()
                 for step in steps:
                     values = step.values_after(previous)
                     sql, arguments = self._statements.get(step.stmt, values).arguments(values)
+                    lane.sql = sql
                     cursor = await self._execute(driver, sql, arguments)
                     if step.returns_id:
                         previous = await _inserted_id(cursor)
                         ids.append(previous)
                     else:
                         ids.append(None)
-                sql = "COMMIT"
+                lane.sql = "COMMIT"
                 await driver.commit()
-            except Exception as error:
+            except Exception:
                 await _roll_back(driver)
-                raise _translated(error, sql) from error
+                raise
         return ids
 
     async def close(self) -> None:

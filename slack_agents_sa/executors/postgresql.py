@@ -77,7 +77,9 @@ class PostgresExecutor:
         self._statements = statements
         self._engine = lane_engine
         # asyncpg notices a closed socket by itself, so a dead lane is replaced before use.
-        self._lanes = Lanes(lane_engine, lanes, _keeps_connection, is_closed=_is_closed)
+        self._lanes = Lanes(
+            lane_engine, lanes, _keeps_connection, _translated, is_closed=_is_closed
+        )
 
     async def open(self) -> None:
         return None
@@ -85,52 +87,39 @@ class PostgresExecutor:
     async def fetch(self, stmt: ClauseElement, values: Values) -> list[Any]:
         compiled = self._statements.get(stmt, values)
         sql, arguments = compiled.arguments(values)
-        async with self._lanes.lane() as lane:
-            try:
-                if not compiled.knows_result_types:
-                    # Once per statement: what SQLAlchemy reads from cursor.description.
-                    prepared = await lane.driver.prepare(sql)
-                    compiled.learn_types([a.type.oid for a in prepared.get_attributes()])
-                records = await lane.driver.fetch(sql, *arguments)
-            except Exception as error:
-                raise _translated(error, sql) from error
+        async with self._lanes.lane(sql) as lane:
+            if not compiled.knows_result_types:
+                # Once per statement: what SQLAlchemy reads from cursor.description.
+                prepared = await lane.driver.prepare(sql)
+                compiled.learn_types([a.type.oid for a in prepared.get_attributes()])
+            records = await lane.driver.fetch(sql, *arguments)
         return compiled.rows(records)
 
     async def write(self, stmt: ClauseElement, values: Values) -> int:
         sql, arguments = self._statements.get(stmt, values).arguments(values)
-        async with self._lanes.lane() as lane:
-            try:
-                status = await lane.driver.execute(sql, *arguments)
-            except Exception as error:
-                raise _translated(error, sql) from error
+        async with self._lanes.lane(sql) as lane:
+            status = await lane.driver.execute(sql, *arguments)
         return _row_count(status)
 
     async def insert_id(self, stmt: ClauseElement, values: Values) -> int:
         sql, arguments = self._statements.get(stmt, values).arguments(values)
-        async with self._lanes.lane() as lane:
-            try:
-                return int(await lane.driver.fetchval(sql, *arguments))
-            except Exception as error:
-                raise _translated(error, sql) from error
+        async with self._lanes.lane(sql) as lane:
+            return int(await lane.driver.fetchval(sql, *arguments))
 
     async def transaction(self, steps: Sequence[Step]) -> list[int | None]:
         ids: list[int | None] = []
         previous: int | None = None
-        async with self._lanes.lane() as lane:
-            sql = "BEGIN"
-            try:
-                async with lane.driver.transaction():
-                    for step in steps:
-                        values = step.values_after(previous)
-                        sql, arguments = self._statements.get(step.stmt, values).arguments(values)
-                        if step.returns_id:
-                            previous = int(await lane.driver.fetchval(sql, *arguments))
-                            ids.append(previous)
-                        else:
-                            await lane.driver.execute(sql, *arguments)
-                            ids.append(None)
-            except Exception as error:
-                raise _translated(error, sql) from error
+        async with self._lanes.lane("BEGIN") as lane, lane.driver.transaction():
+            for step in steps:
+                values = step.values_after(previous)
+                sql, arguments = self._statements.get(step.stmt, values).arguments(values)
+                lane.sql = sql
+                if step.returns_id:
+                    previous = int(await lane.driver.fetchval(sql, *arguments))
+                    ids.append(previous)
+                else:
+                    await lane.driver.execute(sql, *arguments)
+                    ids.append(None)
         return ids
 
     async def close(self) -> None:
