@@ -17,23 +17,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
 
 from benchmarks.bulk_sql import bulk_sql
+from benchmarks.databases import LABELS, chosen, empty_database
 from slack_agents_sa import Provider
 from slack_agents_sa.retention import DEFAULT_BATCH_SIZE, PruneResult
-from slack_agents_sa.settings import normalize_url
-from tests.databases import POSTGRES_ENV, create_scratch_database, drop_scratch_database
 
 MESSAGES_PER_CONVERSATION = 10
 BLOCKS_PER_MESSAGE = 10
@@ -201,22 +197,12 @@ async def main() -> int:
         "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     shape = (args.conversations, args.batch_size, args.agents)
-    if args.backend in ("sqlite", "all"):
-        with tempfile.TemporaryDirectory(prefix="sa-prune-") as folder:
-            url = f"sqlite+aiosqlite:///{Path(folder) / 'prune.db'}"
-            rows.append(await run(url, "SQLite (file)", *shape))
-    if args.backend in ("postgresql", "all"):
-        server_url = os.environ.get(POSTGRES_ENV)
-        if not server_url:
-            print(f"error: set {POSTGRES_ENV} to measure PostgreSQL", file=sys.stderr)
-            return 2
-        server = normalize_url(server_url)
-        database = await create_scratch_database(server)
-        try:
-            url = database.render_as_string(hide_password=False)
-            rows.append(await run(url, "PostgreSQL", *shape))
-        finally:
-            await drop_scratch_database(server, database)
+    backends = chosen(args.backend)
+    if backends is None:
+        return 2
+    for backend in backends:
+        async with empty_database(backend) as url:
+            rows.append(await run(url, LABELS[backend], *shape))
     print("\n".join(rows))
     return 0
 

@@ -16,21 +16,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
 
 from benchmarks.bulk_sql import bulk_sql
+from benchmarks.databases import LABELS, chosen, empty_database
 from slack_agents_sa import Provider
-from slack_agents_sa.settings import normalize_url
-from tests.databases import POSTGRES_ENV, create_scratch_database, drop_scratch_database
+from tests.databases import opened_provider
 
 #: Offset of filler ids, far above anything the measured calls create.
 FILL_BASE = 10_000_000
@@ -180,34 +177,15 @@ async def main() -> int:
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "all"], default="all")
     parser.add_argument("--max-blocks", type=int, default=1_000_000)
     args = parser.parse_args()
-    output: list[str] = []
-    if args.backend in ("sqlite", "all"):
-        print("SQLite (file) ...", file=sys.stderr)
-        with tempfile.TemporaryDirectory(prefix="sa-scale-") as folder:
-            storage = Provider(url=f"sqlite:///{Path(folder) / 'scale.db'}")
-            await storage.initialize()
-            try:
-                output += await run(storage, "SQLite (file)", args.max_blocks) + [""]
-            finally:
-                await storage.close()
-    if args.backend in ("postgresql", "all"):
-        server_url = os.environ.get(POSTGRES_ENV)
-        if not server_url:
-            print(f"error: set {POSTGRES_ENV} to measure PostgreSQL", file=sys.stderr)
-            return 2
-        print("PostgreSQL ...", file=sys.stderr)
-        server = normalize_url(server_url)
-        url = await create_scratch_database(server)
-        try:
-            storage = Provider(url=url.render_as_string(hide_password=False))
-            await storage.initialize()
-            try:
-                output += await run(storage, "PostgreSQL", args.max_blocks)
-            finally:
-                await storage.close()
-        finally:
-            await drop_scratch_database(server, url)
-    print("\n".join(output))
+    backends = chosen(args.backend)
+    if backends is None:
+        return 2
+    sections: list[list[str]] = []
+    for backend in backends:
+        print(f"{LABELS[backend]} ...", file=sys.stderr)
+        async with empty_database(backend) as url, opened_provider(url) as storage:
+            sections.append(await run(storage, LABELS[backend], args.max_blocks))
+    print("\n\n".join("\n".join(section) for section in sections))
     return 0
 
 

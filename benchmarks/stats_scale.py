@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from sqlalchemy import text
 
 from benchmarks.bulk_sql import bulk_sql
+from benchmarks.databases import LABELS, chosen, empty_database
 from slack_agents_sa import Provider
-from slack_agents_sa.settings import normalize_url
 from slack_agents_sa.stats import collect_stats
-from tests.databases import POSTGRES_ENV, create_scratch_database, drop_scratch_database
+from tests.databases import opened_provider
 
 _BLOCK_TYPE = (
     "CASE x % 10 WHEN 0 THEN 'user_text' WHEN 1 THEN 'user_text' WHEN 2 THEN 'text' "
@@ -125,33 +122,13 @@ async def main() -> int:
         f"collect_stats, median of {args.runs} |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    server_url = os.environ.get(POSTGRES_ENV)
-    if args.backend != "sqlite" and not server_url:
-        print(f"error: set {POSTGRES_ENV} to measure PostgreSQL", file=sys.stderr)
+    backends = chosen(args.backend)
+    if backends is None:
         return 2
-    if args.backend in ("sqlite", "all"):
-        print("SQLite (file) ...", file=sys.stderr)
-        with tempfile.TemporaryDirectory(prefix="sa-stats-") as folder:
-            storage = Provider(url=f"sqlite:///{Path(folder) / 'stats.db'}")
-            await storage.initialize()
-            try:
-                output += await measure(storage, "SQLite (file)", args.blocks, args.runs)
-            finally:
-                await storage.close()
-    if args.backend in ("postgresql", "all"):
-        assert server_url is not None
-        print("PostgreSQL ...", file=sys.stderr)
-        server = normalize_url(server_url)
-        url = await create_scratch_database(server)
-        try:
-            storage = Provider(url=url.render_as_string(hide_password=False))
-            await storage.initialize()
-            try:
-                output += await measure(storage, "PostgreSQL", args.blocks, args.runs)
-            finally:
-                await storage.close()
-        finally:
-            await drop_scratch_database(server, url)
+    for backend in backends:
+        print(f"{LABELS[backend]} ...", file=sys.stderr)
+        async with empty_database(backend) as url, opened_provider(url) as storage:
+            output += await measure(storage, LABELS[backend], args.blocks, args.runs)
     print("\n".join(output))
     return 0
 
