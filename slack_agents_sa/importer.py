@@ -25,7 +25,6 @@ from slack_agents_sa.backends import PostgreSQL, SQLite, backend_for
 from slack_agents_sa.blocks import in_history
 from slack_agents_sa.database import insert_returning_id
 from slack_agents_sa.errors import SlackAgentsSAError
-from slack_agents_sa.executors.engine import inserted_id
 from slack_agents_sa.models import (
     Base,
     Block,
@@ -534,7 +533,7 @@ async def _upsert_returning_id(
     """Upsert `values`; the inserted or existing row's `id`, in the same round trip."""
     upsert = backend_for(conn.dialect.name).upsert
     stmt = upsert(model, tuple(values), keys, update, returning_id=True)
-    return inserted_id(await conn.execute(stmt, values))
+    return await insert_returning_id(conn, stmt, values)
 
 
 @asynccontextmanager
