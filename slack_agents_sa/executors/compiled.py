@@ -16,7 +16,7 @@ from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ClauseElement, Insert
+from sqlalchemy import ClauseElement
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import BindParameter
@@ -181,7 +181,7 @@ def _bind_processor(bind: BindParameter[Any], dialect: Dialect) -> Processor:
 
 
 def _result_columns(stmt: ClauseElement, compiled: SQLCompiler) -> list[tuple[str, Any]]:
-    if isinstance(stmt, Insert) or compiled.isinsert or compiled.isupdate or compiled.isdelete:
+    if compiled.isinsert or compiled.isupdate or compiled.isdelete:
         returning = compiled.effective_returning or ()
         return [(str(column.key), column.type) for column in returning]
     exported = getattr(stmt, "exported_columns", None)
@@ -193,8 +193,9 @@ def _result_columns(stmt: ClauseElement, compiled: SQLCompiler) -> list[tuple[st
 class StatementCache:
     """Compiled statements of one dialect, kept for as long as the statement object lives.
 
-    Hot-path statements are module constants, compiled once; a statement built per call
-    (a `query` with its filters) is compiled per call and forgotten with it. Literal values
+    The provider's statements are built once (module constants, or one per shape for
+    `query`, export and upserts), so each is compiled once; a statement built per call
+    would be compiled per call and forgotten with it. Literal values
     are only read from the statement they were compiled with, never from an older
     compilation (the stale-parameter bug of encode/databases).
     """
