@@ -1,17 +1,24 @@
 """Cancellation at every await point: each public method, cancelled after k event-loop turns.
 
-For k = 0, 1, 2, ... the call is cancelled after k turns of the loop, until it completes
-before the cancel lands. After every cancellation: the caller saw CancelledError, the
-next call on the same provider works, no pooled connection is left checked out, and what
-the cancelled call was writing is whole or absent, never half (checked per method).
+Each call (and start-up) first runs uncancelled, counting the loop turns it takes. Then it
+runs again, cancelled after k turns, for k = 1, 2, ... over that range (`_points`: each turn
+at first, then a step), until an attempt completes before the cancel lands. The loop keeps
+turning while a statement runs in a worker thread or on a server, so the count grows with
+how busy the machine is: it only sets the range of points tried, never a bound a test fails
+on. A test fails on a broken invariant, or on a hang: an attempt not done within HANG_S
+seconds. After every attempt: a cancelled caller saw CancelledError, the next call on the
+same provider works, no pooled connection is left checked out, and what the call was
+writing is whole or absent, never half (checked per method).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +31,19 @@ from slack_agents_sa import Provider
 from slack_agents_sa.models import Block, ToolCall
 from tests.samples import CLIENT, TOKEN
 
-#: A call that still has not completed after this many loop turns is a hang, not a test.
-MAX_TURNS = 5_000
+#: An attempt (a call, cancelled or not, and the checks after it) not done after this many
+#: seconds is hung: the test fails saying so. Generous: a busy machine is slow, not hung.
+HANG_S = 120
+#: Cancellation points tried one by one at the start of a call or start-up (loop turns).
+FIRST_POINTS = 20
+#: Past those, a call is cancelled after each turn, at most this many more times: a call
+#: takes some tens of turns on an idle machine, so there every turn is tried.
+CALL_POINTS = 200
+#: Past those, a start-up is cancelled after every 7th turn (a migration takes thousands),
+#: at most this many more times: spread wider when it took over about 5,000 turns (a busy
+#: machine), it costs about what it did when 5,000 turns were the limit.
+STARTUP_EVERY = 7
+STARTUP_POINTS = 700
 
 
 @dataclass
@@ -54,7 +72,8 @@ async def _set_is_whole(provider: Provider, _scene: Scene, k: int) -> None:
 async def _append_is_whole(provider: Provider, _scene: Scene, k: int) -> None:
     items = await provider.get_list("kv", "list")
     assert all(item == {"k": item["k"], "blob": "y" * 2000, "id": item["id"]} for item in items)
-    assert len({item["k"] for item in items}) == len(items) <= k + 1
+    # The scene's item, then at most one per attempt 0..k.
+    assert len({item["k"] for item in items}) == len(items) <= k + 2
 
 
 async def _delete_is_whole(provider: Provider, _scene: Scene, _k: int) -> None:
@@ -223,20 +242,53 @@ def _checked_out(provider: Provider) -> int:
     return int(counter()) if callable(counter) else 0
 
 
-async def _cancel_after(call: Awaitable[Any], turns: int) -> bool:
-    """Run `call`, cancel it after `turns` loop turns; True if it completed first."""
+@asynccontextmanager
+async def _within_hang_limit(what: str) -> AsyncIterator[None]:
+    """Fails the test, saying `what` hung, if the block takes longer than HANG_S seconds."""
+    limit = asyncio.timeout(HANG_S)
+    try:
+        async with limit:
+            yield
+    except TimeoutError:
+        if not limit.expired():
+            raise
+        pytest.fail(f"{what}: hung, not done after {HANG_S} s")
+
+
+async def _cancel_after(call: Awaitable[Any], turns: int | None) -> int | None:
+    """Run `call`, cancelled after `turns` loop turns (None: never); the turns it took if it
+    completed first, None if it was cancelled (and raised CancelledError, as it must)."""
     task = asyncio.ensure_future(call)
-    for _ in range(turns):
+    try:
+        taken = 0
+        while not task.done() and (turns is None or taken < turns):
+            await asyncio.sleep(0)
+            taken += 1
         if task.done():
-            break
-        await asyncio.sleep(0)
-    if task.done():
-        await task
-        return True
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    return False
+            await task
+            return taken
+        task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.result()  # the call's own error, if it failed
+            pytest.fail("the call completed though cancelled: it swallowed its CancelledError")
+        return None
+    finally:
+        task.cancel()  # still running only if the hang limit gave up on it
+
+
+def _cancelled_after(turns: int | None) -> str:
+    return "not cancelled" if turns is None else f"cancelled after {turns} turns"
+
+
+def _points(observed: int, every: int, most: int) -> list[int]:
+    """The turns to cancel after, for a call that took `observed` turns uncancelled: each of
+    the first FIRST_POINTS, then every `every`-th up to `observed`, or fewer (a longer step)
+    so that there are at most `most` of those (a busy machine takes more turns, not more
+    await points)."""
+    first = list(range(1, min(observed, FIRST_POINTS) + 1))
+    step = max(every, math.ceil((observed - FIRST_POINTS) / most))
+    return first + list(range(FIRST_POINTS + step, observed + step, step))
 
 
 async def _scene(provider: Provider) -> Scene:
@@ -254,21 +306,27 @@ async def test_a_call_cancelled_at_any_await_point_leaves_the_provider_working(
     call, check = CALLS[name]
     scene = await _scene(provider)
     baseline = _checked_out(provider)
-    cancelled = 0
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        for k in range(MAX_TURNS):
-            completed = await _cancel_after(call(provider, scene, k), k)
+
+    async def attempt(k: int, cancel_after: int | None) -> int | None:
+        """Attempt k, cancelled after `cancel_after` turns; the turns taken if it completed."""
+        async with _within_hang_limit(f"{name}, {_cancelled_after(cancel_after)}"):
+            taken = await _cancel_after(call(provider, scene, k), cancel_after)
             # The next call on the same provider works, whatever the cancelled one was doing.
             assert await provider.has_conversation("bot", "C1", "1.1")
             await provider.db.settle()
             assert _checked_out(provider) == baseline
             await check(provider, scene, k)
-            if completed:
+        return taken
+
+    cancelled = 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        observed = await attempt(0, None)
+        assert observed is not None
+        for k in _points(observed, every=1, most=CALL_POINTS):
+            if await attempt(k, k) is not None:
                 break
             cancelled += 1
-        else:
-            pytest.fail(f"{name} did not complete within {MAX_TURNS} loop turns")
         gc.collect()
     leaks = [str(w.message) for w in caught if "non-checked-in" in str(w.message)]
     assert leaks == []
@@ -278,9 +336,9 @@ async def test_a_call_cancelled_at_any_await_point_leaves_the_provider_working(
 async def test_a_cancelled_initialize_leaves_a_provider_that_opens_and_works(
     fresh_url: str, tmp_path: Path, provider_options: dict[str, Any]
 ) -> None:
-    """Start-up cancelled at every await point, migrating and only checking the schema (a
-    fresh SQLite file each time, so the migration itself is cut at every point there):
-    initialize() again works and the provider serves calls."""
+    """Start-up cancelled throughout (after each of its first loop turns, then at a step),
+    migrating and only checking the schema (a fresh SQLite file each time, so the migration
+    itself is cut throughout there): initialize() again works and the provider serves calls."""
     # An in-memory database starts empty, so it can only be migrated, never just checked.
     for migrate in [True] if ":memory:" in fresh_url else [True, False]:
         await _initialize_cancelled_at_every_point(fresh_url, tmp_path, migrate, provider_options)
@@ -289,26 +347,43 @@ async def test_a_cancelled_initialize_leaves_a_provider_that_opens_and_works(
 async def _initialize_cancelled_at_every_point(
     fresh_url: str, tmp_path: Path, migrate: bool, options: dict[str, Any]
 ) -> None:
-    k = 0
-    while True:
-        url = fresh_url
-        if "sqlite" in url and ":memory:" not in url:
-            url = f"sqlite+aiosqlite:///{tmp_path / f'agents-{migrate}-{k}.db'}"
+    observed = await _start_up(fresh_url, tmp_path, migrate, options, 0, None)
+    assert observed is not None
+    cancelled = 0
+    for k in _points(observed, every=STARTUP_EVERY, most=STARTUP_POINTS):
+        if await _start_up(fresh_url, tmp_path, migrate, options, k, k) is not None:
+            break
+        cancelled += 1
+    assert cancelled >= 1, "start-up was never cancelled: the test proved nothing"
+
+
+async def _start_up(
+    fresh_url: str,
+    tmp_path: Path,
+    migrate: bool,
+    options: dict[str, Any],
+    k: int,
+    cancel_after: int | None,
+) -> int | None:
+    """Start-up attempt k, cancelled after `cancel_after` turns, then initialize() again and
+    a call; the turns the first initialize() took if it completed."""
+    url = fresh_url
+    if "sqlite" in url and ":memory:" not in url:
+        url = f"sqlite+aiosqlite:///{tmp_path / f'agents-{migrate}-{k}.db'}"
+    async with _within_hang_limit(
+        f"start-up (migrate={migrate}), {_cancelled_after(cancel_after)}"
+    ):
         if not migrate:
             await _migrated(url)
         storage = Provider(url=url, migrate=migrate, **options)
         try:
-            completed = await _cancel_after(storage.initialize(), k)
+            taken = await _cancel_after(storage.initialize(), cancel_after)
             await storage.initialize()
             await storage.set("ns", "k", {"attempt": k})
             assert await storage.get("ns", "k") == {"attempt": k}
         finally:
             await storage.close()
-        if completed:
-            break
-        # Past the first turns, every 7th point: a migration has hundreds of them.
-        k = k + 1 if k < 20 else k + 7
-        assert k < MAX_TURNS
+    return taken
 
 
 async def _migrated(url: str) -> None:
@@ -325,10 +400,11 @@ async def test_a_cancelled_close_still_closes_every_connection(provider: Provide
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    for _ in range(200):
-        if _checked_out_of(engine) == 0:
-            break
-        await asyncio.sleep(0.01)
+    # The disposal runs on in a task of its own, unless done already: wait for it to end.
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    if others:
+        async with _within_hang_limit("the disposal after a cancelled close()"):
+            await asyncio.wait(others)
     assert _checked_out_of(engine) == 0
 
 

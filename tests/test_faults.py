@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,9 @@ from tests.databases import (
 
 #: Each server on both executors (and aiomysql, which has only SQLAlchemy's).
 SERVERS = SERVER_BACKENDS
+#: How long a test waits for the server to show what it waits for (a killed session gone,
+#: a call waiting on a lock) before failing: generous, a busy machine is slow, not stuck.
+WAIT_S = 120
 
 
 @pytest.fixture(params=backend_params(SERVERS))
@@ -75,12 +78,33 @@ async def _kill(url: URL, session_id: int) -> None:
 
 
 async def _kill_connections(url: URL) -> int:
-    """Kill every other session on the database (what a server restart does to clients)."""
+    """Kill every other session on the database (what a server restart does to clients),
+    and return once the server has ended them all."""
     sessions = await _other_sessions(url)
     for session_id in sessions:
         await _kill(url, session_id)
-    await asyncio.sleep(0.2)  # let the clients see their sockets close
+    await _seen(lambda: _ended(url, sessions), "the killed sessions ending")
+    # Ended, they have closed (or are closing) their sockets: a moment for the clients'
+    # event loop to read that.
+    await asyncio.sleep(0.2)
     return len(sessions)
+
+
+async def _ended(url: URL, sessions: list[int]) -> bool | None:
+    """True once none of `sessions` is on the server any more (a killed one ends when its
+    backend acts on the kill), else None."""
+    return None if set(sessions) & set(await _other_sessions(url)) else True
+
+
+async def _seen[T](probe: Callable[[], Awaitable[T | None]], what: str) -> T:
+    """What `probe()` finds on the server (not None), asking every 50 ms; the test fails,
+    naming `what`, if it finds nothing for WAIT_S seconds."""
+    deadline = asyncio.get_running_loop().time() + WAIT_S
+    while (found := await probe()) is None:
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"never saw {what} on the server in {WAIT_S} s")
+        await asyncio.sleep(0.05)
+    return found
 
 
 async def _session_waiting_on_a_lock(url: URL) -> int | None:
@@ -162,13 +186,9 @@ async def test_a_call_in_flight_when_its_connection_dies_fails_clearly_and_write
                     is_error=False,
                 )
             )
-            waiting = None
-            for _ in range(100):
-                waiting = await _session_waiting_on_a_lock(url)
-                if waiting is not None:
-                    break
-                await asyncio.sleep(0.05)
-            assert waiting is not None, "the call never reached the server"
+            waiting = await _seen(
+                lambda: _session_waiting_on_a_lock(url), "the call waiting on the lock"
+            )
             await _kill(url, waiting)
             with pytest.raises(ConnectionLostError, match="took effect entirely or not at all"):
                 await call

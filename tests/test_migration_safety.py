@@ -55,6 +55,10 @@ from tests.releases import NewerRelease, revision_source
 HEAD = "0005"
 PERSISTENT = [SQLITE_FILE, POSTGRES, MYSQL, MYSQL_AIOMYSQL]
 SERVERS = [POSTGRES, MYSQL, MYSQL_AIOMYSQL]
+#: A migrator or start-up not done after this many seconds is hung (a busy machine is
+#: slow, not hung). One waiting for a lock held elsewhere would wait 10 minutes on a server
+#: (MIGRATION_LOCK_TIMEOUT_S) or fail after SQLite's 30 s busy timeout: this still tells.
+HANG_S = 120
 
 #: Adds a column to agents_messages; on SQLite by copying the table and dropping the old
 #: one (what Alembic's batch mode does for most changes there).
@@ -303,8 +307,8 @@ async def _lock_times_out(backend: Backend, url: str) -> None:
             with pytest.raises(MigrationLockError):
                 await run_locked(engine, ran.append, None, lock_timeout=1)
             assert ran == []  # the step never ran unlocked
-        # Released: the next migrator takes it at once.
-        await asyncio.wait_for(run_locked(engine, ran.append, None, lock_timeout=1), 10)
+        # Released: the next migrator takes it (held, it would fail after its 1 s).
+        await asyncio.wait_for(run_locked(engine, ran.append, None, lock_timeout=1), HANG_S)
         assert len(ran) == 1
     finally:
         await engine.dispose()
@@ -315,7 +319,7 @@ async def test_start_up_at_head_takes_no_migration_lock(url: str) -> None:
     async with _migration_lock_held_elsewhere(url):
         for migrate in (True, False):
             storage = Provider(url=url, migrate=migrate)
-            await asyncio.wait_for(storage.initialize(), 10)
+            await asyncio.wait_for(storage.initialize(), HANG_S)
             try:
                 assert not await storage.has_conversation("helper", "C1", "1.1")
             finally:
@@ -330,7 +334,7 @@ async def test_start_up_behind_head_waits_for_the_lock_then_migrates(url: str) -
             starting = asyncio.create_task(storage.initialize())
             await asyncio.sleep(1)
             assert not starting.done()  # queued on the lock
-        await asyncio.wait_for(starting, 10)
+        await asyncio.wait_for(starting, HANG_S)
         assert await _on(engine, current_revisions) == {HEAD}
     finally:
         await storage.close()
