@@ -1,15 +1,20 @@
 """Alembic driven from code: where the migrations are, upgrade at start-up, the schema check.
 
-Start-up reads where the schema stands (one read, no lock) and takes the migration lock
-only when there is something to migrate. A schema newer than this release (a rolling
-deploy) is used as it is when its compatibility marker allows it; see docs/schema.md.
+Start-up reads where the schema stands (one read, no lock) and takes the migration locks
+only when there is something to migrate: first this process's (Alembic's `alembic.context`
+and `alembic.op` are process-wide, so one migration runs at a time in a process), then the
+database's. A schema newer than this release (a rolling deploy) is used as it is when its
+compatibility marker allows it; see docs/schema.md.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -23,8 +28,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import delete, insert, inspect, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util.concurrency import await_only, in_greenlet
 
 from slack_agents_sa.backends import MIGRATION_LOCK_TIMEOUT_S, backend_for
+from slack_agents_sa.backends.base import lock_not_taken
 from slack_agents_sa.errors import MigrationError, SchemaOutOfDateError, SchemaTooNewError
 from slack_agents_sa.models import OUR_TABLES, SchemaCompatibility, table_of
 
@@ -222,6 +229,66 @@ def _usable_as_is(state: SchemaState) -> bool:
     return state.status is not SchemaStatus.BEHIND
 
 
+# --- One migration at a time in this process ----------------------------------------------
+
+#: The in-process lock's name in a `MigrationLockError`.
+IN_PROCESS_LOCK = "in-process: one slack_agents_sa migration at a time per Python process"
+
+#: Held by every migration run of this process. Alembic's `alembic.context` and `alembic.op`
+#: are module globals each run replaces, and a run awaits its driver at every statement
+#: (SQLAlchemy's greenlet bridge), so two runs interleaving would migrate each other's
+#: database. A `threading.Lock`: runs may be on different event loops and threads.
+_in_process = threading.Lock()
+
+#: The async side polls `_in_process` (never blocking the loop), backing off to this pause.
+_POLL_FIRST_S = 0.001
+_POLL_MAX_S = 0.02
+
+
+async def _take_in_process(lock_timeout: float) -> None:
+    """Take `_in_process` within `lock_timeout` seconds, else `MigrationLockError`.
+
+    Attempts never block and nothing is awaited once one succeeds, so a waiter cancelled
+    (at a sleep between attempts) holds nothing; the caller releases in `finally`.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + lock_timeout
+    pause = _POLL_FIRST_S
+    while not _in_process.acquire(blocking=False):
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise lock_not_taken(IN_PROCESS_LOCK, lock_timeout, timed_out=True)
+        await asyncio.sleep(min(pause, remaining))
+        pause = min(pause * 2, _POLL_MAX_S)
+
+
+@asynccontextmanager
+async def in_process_migration_lock(
+    lock_timeout: float = MIGRATION_LOCK_TIMEOUT_S,
+) -> AsyncIterator[None]:
+    """Hold this process's migration lock (what every run of Alembic here holds), waiting
+    `lock_timeout` seconds at most for another run's: `MigrationLockError` after that."""
+    await _take_in_process(lock_timeout)
+    try:
+        yield
+    finally:
+        _in_process.release()
+
+
+@contextmanager
+def _in_process_migration_lock_sync(lock_timeout: float) -> Iterator[None]:
+    """`in_process_migration_lock` for sync code: under `run_sync` it waits through the
+    greenlet bridge (the loop runs meanwhile), elsewhere it blocks this thread."""
+    if in_greenlet():
+        await_only(_take_in_process(lock_timeout))
+    elif not _in_process.acquire(timeout=min(max(lock_timeout, 0.0), threading.TIMEOUT_MAX)):
+        raise lock_not_taken(IN_PROCESS_LOCK, lock_timeout, timed_out=True)
+    try:
+        yield
+    finally:
+        _in_process.release()
+
+
 # --- Running migrations -------------------------------------------------------------------
 
 
@@ -232,8 +299,13 @@ async def run_locked(
     script: ScriptDirectory | None = None,
     lock_timeout: float = MIGRATION_LOCK_TIMEOUT_S,
 ) -> None:
-    """Run an Alembic step in one transaction, holding the migration lock, then record the
+    """Run an Alembic step in one transaction, holding the migration locks, then record the
     compatibility marker of the revision it leaves (computed from `script`, default ours).
+
+    The in-process lock (`in_process_migration_lock`) comes first, then the database's
+    (`Backend.migration_transaction`): two migrators of one database in this process queue
+    on the first and never hold the second while waiting. Each wait is bounded by
+    `lock_timeout` (`MigrationLockError`).
 
     With a `schema` (the engine's search_path, see `PostgreSQL.engine_options`), the schema
     is created first; our tables and version table then land in it. On SQLite the step runs
@@ -241,13 +313,22 @@ async def run_locked(
     (see `Backend.migration_transaction`).
     """
     backend = backend_for(engine.dialect.name)
-    async with backend.migration_transaction(engine, schema, lock_timeout) as conn:
+    async with (
+        in_process_migration_lock(lock_timeout),
+        backend.migration_transaction(engine, schema, lock_timeout) as conn,
+    ):
         await conn.run_sync(step)
         await conn.run_sync(_record_compatibility, script or _our_script())
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head", schema: str | None = None) -> None:
-    """Migrate up to `revision`; concurrent callers queue on a lock and find nothing to do."""
+async def upgrade(
+    engine: AsyncEngine,
+    revision: str = "head",
+    schema: str | None = None,
+    *,
+    lock_timeout: float = MIGRATION_LOCK_TIMEOUT_S,
+) -> None:
+    """Migrate up to `revision`; concurrent callers queue on the locks and find nothing to do."""
 
     def step(connection: Connection) -> None:
         state = schema_state(connection)  # again, under the lock: another may have migrated
@@ -257,10 +338,12 @@ async def upgrade(engine: AsyncEngine, revision: str = "head", schema: str | Non
             raise state.too_new(f"upgrade to {revision}")
         command.upgrade(alembic_config(connection), revision)
 
-    await run_locked(engine, step, schema)
+    await run_locked(engine, step, schema, lock_timeout=lock_timeout)
 
 
-async def downgrade(engine: AsyncEngine, revision: str) -> None:
+async def downgrade(
+    engine: AsyncEngine, revision: str, *, lock_timeout: float = MIGRATION_LOCK_TIMEOUT_S
+) -> None:
     """Migrate down to `revision` ("base" removes every table of ours)."""
 
     def step(connection: Connection) -> None:
@@ -269,7 +352,7 @@ async def downgrade(engine: AsyncEngine, revision: str) -> None:
             raise state.too_new(f"downgrade to {revision}")
         command.downgrade(alembic_config(connection), revision)
 
-    await run_locked(engine, step, None)
+    await run_locked(engine, step, None, lock_timeout=lock_timeout)
 
 
 async def upgrade_to_head(engine: AsyncEngine, schema: str | None = None) -> None:
@@ -294,7 +377,12 @@ async def require_head(engine: AsyncEngine) -> None:
         )
 
 
-def run_our_migrations(connection: Connection, revision: str = "head") -> None:
+def run_our_migrations(
+    connection: Connection,
+    revision: str = "head",
+    *,
+    lock_timeout: float = MIGRATION_LOCK_TIMEOUT_S,
+) -> None:
     """Upgrade our tables to `revision` on `connection`, from inside a host app's Alembic env.py.
 
     Our revisions and our version table only: the host's `alembic_version` and tables are
@@ -307,6 +395,10 @@ def run_our_migrations(connection: Connection, revision: str = "head") -> None:
     than risk a table rebuild deleting rows through ON DELETE. The run ends with
     `PRAGMA foreign_key_check` (a `MigrationError` if it finds anything; the host's
     transaction then rolls back) and records the compatibility marker.
+
+    When there is something to migrate it holds this process's migration lock (see
+    `in_process_migration_lock`; `MigrationLockError` after `lock_timeout`), as `alembic.op`
+    is process-wide. Under `run_sync` it waits without blocking the event loop.
     """
     script = _our_script()
     state = schema_state(connection, script)
@@ -335,7 +427,7 @@ def run_our_migrations(connection: Connection, revision: str = "head") -> None:
             "render_as_batch": backend.migrates_in_batches,
         },
     )
-    with Operations.context(migration):
+    with _in_process_migration_lock_sync(lock_timeout), Operations.context(migration):
         migration.run_migrations()
     backend.check_foreign_keys(connection)
     _record_compatibility(connection, script)
