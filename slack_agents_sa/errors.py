@@ -58,3 +58,32 @@ class DecryptionError(SlackAgentsSAError, ValueError):
     def __init__(self, message: str, *, column: str) -> None:
         super().__init__(message)
         self.column = column
+
+
+class InvalidValueError(SlackAgentsSAError, ValueError, TypeError):
+    """A value cannot be stored as given (not JSON, NaN, a naive datetime, text the database's
+    encoding cannot hold): refused before anything was sent, so nothing was written.
+
+    Both a ValueError and a TypeError, so code written for either still catches it.
+    """
+
+
+class StatementTimeoutError(SlackAgentsSAError, TimeoutError):
+    """The database stopped a statement: it ran past option `statement_timeout` (or the
+    server's own limit), or an operator cancelled it. Nothing of the call was written; the
+    connection stays usable and the next call works."""
+
+
+class LockTimeoutError(SlackAgentsSAError, TimeoutError):
+    """A statement waited longer than option `lock_timeout` (or the database's own limit) for
+    a lock another session holds. Nothing of the call was written; retrying later is safe."""
+
+
+class PoolTimeoutError(SlackAgentsSAError, TimeoutError):
+    """No connection of the provider's pool came free within option `pool_timeout`: every
+    one is busy with other calls. Nothing was sent; raise `pool_size` or `pool_timeout`."""
+
+
+class TransactionConflictError(SlackAgentsSAError, RuntimeError):
+    """The database rolled the call back as a deadlock or a serialization conflict on every
+    attempt it was given. Each attempt was undone whole, so nothing was written."""

@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from slack_agents_sa.backends import PostgreSQL, SQLite, backend_for
 from slack_agents_sa.blocks import in_history
-from slack_agents_sa.database import insert_returning_id
 from slack_agents_sa.errors import SlackAgentsSAError
+from slack_agents_sa.executors.engine import insert_returning_id
 from slack_agents_sa.models import (
     Base,
     Block,

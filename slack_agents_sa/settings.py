@@ -21,7 +21,7 @@ from pydantic import (
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from slack_agents_sa.backends import backend_for
+from slack_agents_sa.backends import SessionOptions, backend_for
 from slack_agents_sa.errors import ConfigError
 from slack_agents_sa.keys import SecretBox, split_keys
 
@@ -185,6 +185,15 @@ class ProviderSettings(BaseModel):
     #: then qualifies names (`schema_translate_map`) instead of setting a search_path when
     #: connecting. Not detected: say it (docs/configuration.md, "PgBouncer").
     pgbouncer: bool = False
+    #: Seconds one statement may run before the database stops it with
+    #: `StatementTimeoutError` (PostgreSQL `statement_timeout`, MariaDB `max_statement_time`,
+    #: MySQL `MAX_EXECUTION_TIME` for SELECTs, SQLite's progress handler). None: no limit.
+    #: Migrations are exempt.
+    statement_timeout: float | None = Field(default=None, gt=0)
+    #: Seconds one statement may wait for a lock another session holds before
+    #: `LockTimeoutError` (PostgreSQL `lock_timeout`, InnoDB `innodb_lock_wait_timeout` in
+    #: whole seconds, SQLite's busy timeout). None: the database's default (SQLite: 30 s).
+    lock_timeout: float | None = Field(default=None, gt=0)
     #: Fernet keys (a list, or one comma-separated string) that encrypt the OAuth secrets we
     #: store: the first encrypts, all decrypt (see `keys.py`). None: stored as given.
     encryption_keys: tuple[SecretStr, ...] | None = None
@@ -208,6 +217,14 @@ class ProviderSettings(BaseModel):
                 raise ValueError(f"option 'pgbouncer' {error}") from None
             # Frozen model: the URL every engine of this provider is made from, set once here.
             object.__setattr__(self, "url", url)
+        return self
+
+    @model_validator(mode="after")
+    def _session_options_supported(self) -> ProviderSettings:
+        try:
+            backend_for(self.url).check_session_options(self.url, self.session_options())
+        except ValueError as error:
+            raise ValueError(str(error)) from None
         return self
 
     @model_validator(mode="after")
@@ -276,6 +293,15 @@ class ProviderSettings(BaseModel):
     def is_memory_sqlite(self) -> bool:
         """True for an in-memory SQLite database, which disappears with the process."""
         return backend_for(self.url).is_memory(self.url)
+
+    def session_options(self) -> SessionOptions:
+        """What shapes every connection's session (schema, PgBouncer, timeouts)."""
+        return SessionOptions(
+            schema=self.db_schema,
+            pgbouncer=self.pgbouncer,
+            statement_timeout=self.statement_timeout,
+            lock_timeout=self.lock_timeout,
+        )
 
     def pool_options(self) -> dict[str, Any]:
         """The pool keyword arguments the user set, for `create_async_engine`."""

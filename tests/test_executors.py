@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     delete,
+    func,
     insert,
     or_,
     select,
@@ -35,6 +36,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from slack_agents_sa import ConfigError, Provider, conversations, keyvalue, oauth
 from slack_agents_sa.backends import backend_for
 from slack_agents_sa.executors import CompiledStatement, Step
+from slack_agents_sa.executors.rows import NativeRow
 from slack_agents_sa.models import (
     OUR_TABLES,
     Block,
@@ -895,3 +897,18 @@ def _schema_changes(url: URL) -> list[str]:
         changes.append("ALTER TABLE agents_blocks ALTER COLUMN filename TYPE VARCHAR(2000)")
         changes.append("ALTER TABLE agents_tool_calls ALTER COLUMN tool_output TYPE VARCHAR")
     return changes
+
+
+# --- 11. one row type -----------------------------------------------------------------------
+
+
+async def test_every_executor_returns_the_same_row_type(provider: Provider) -> None:
+    """Native and SQLAlchemy paths alike: `NativeRow`s, never renamed, with `_mapping`."""
+    await provider.set("ns", "k", {"v": 1})
+    size = func.length(_entries.c.key).label("count(*)")  # a key that is no identifier
+    stmt = select(_entries.c.key, _entries.c.value, size).where(_entries.c.namespace == "ns")
+    [row] = await provider.db.fetch(stmt)
+    assert isinstance(row, NativeRow)
+    assert row.key == "k" and row._mapping["count(*)"] == 1
+    assert row._fields == ("key", "value", "count(*)")
+    assert row == ("k", {"v": 1}, 1)

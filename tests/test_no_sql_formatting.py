@@ -7,6 +7,7 @@ import ast
 from pathlib import Path
 
 import slack_agents_sa
+from slack_agents_sa.backends import SessionOptions
 from slack_agents_sa.backends import sqlite as sqlite_backend
 
 PACKAGE = Path(slack_agents_sa.__file__).resolve().parent
@@ -56,4 +57,4 @@ def test_the_check_catches_formatted_sql() -> None:
 
 def test_the_busy_timeout_pragma_says_the_same_as_its_constant() -> None:
     pragma = f"PRAGMA busy_timeout = {sqlite_backend.BUSY_TIMEOUT_MS}"
-    assert pragma in sqlite_backend.CONNECTION_PRAGMAS
+    assert pragma in sqlite_backend.connection_pragmas(SessionOptions(), is_file=False)

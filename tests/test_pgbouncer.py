@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 from slack_agents_sa import Provider
-from slack_agents_sa.backends import backend_for
+from slack_agents_sa.backends import SessionOptions, backend_for
 from slack_agents_sa.backends.postgresql import behind_pgbouncer
 from slack_agents_sa.database import make_engine
 from slack_agents_sa.errors import ConfigError, MigrationLockError
@@ -114,10 +114,13 @@ def test_schema_behind_pgbouncer_qualifies_names_instead_of_a_search_path() -> N
     url = normalize_url(
         "postgresql://u@h/db?statement_cache_size=0&prepared_statement_cache_size=0"
     )
-    options = backend_for(url).engine_options(url, {}, "tenant")
+    behind = SessionOptions(schema="tenant", pgbouncer=True)
+    options = backend_for(url).engine_options(url, {}, behind)
     assert options["connect_args"] == {"statement_cache_size": 0}
     assert options["execution_options"] == {"schema_translate_map": {None: "tenant"}}
-    direct = backend_for(url).engine_options(normalize_url("postgresql://u@h/db"), {}, "tenant")
+    direct = backend_for(url).engine_options(
+        normalize_url("postgresql://u@h/db"), {}, SessionOptions(schema="tenant")
+    )
     assert direct == {"connect_args": {"server_settings": {"search_path": "tenant"}}}
 
 
@@ -213,7 +216,8 @@ async def test_the_migration_lock_holds_across_clients_of_pgbouncer(
             with pytest.raises(MigrationLockError, match="timed out after 1 s"):
                 await run_locked(other, ran.append, None, lock_timeout=1)
             assert ran == []
-        await asyncio.wait_for(run_locked(other, ran.append, None, lock_timeout=1), 10)
+        # Released: it takes the lock (held, it would fail after its 1 s); 120 s is a hang.
+        await asyncio.wait_for(run_locked(other, ran.append, None, lock_timeout=1), 120)
         assert len(ran) == 1
     finally:
         await holder.dispose()

@@ -15,6 +15,7 @@ from slack_agents_sa.backends.base import (
     WRITE_LOCK_OPTION,
     Backend,
     ExecutorParts,
+    SessionOptions,
 )
 from slack_agents_sa.backends.mysql import MySQL
 from slack_agents_sa.backends.postgresql import PostgreSQL
@@ -47,5 +48,6 @@ __all__ = [
     "MySQL",
     "PostgreSQL",
     "SQLite",
+    "SessionOptions",
     "backend_for",
 ]

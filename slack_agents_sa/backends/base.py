@@ -21,6 +21,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.schema import CreateSchema
 
 from slack_agents_sa.errors import MigrationLockError
+from slack_agents_sa.executors.base import Fault, LanePolicy
 from slack_agents_sa.executors.compiled import StatementCache
 from slack_agents_sa.models import Base, table_of
 
@@ -36,16 +37,33 @@ MIGRATION_LOCK_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
+class SessionOptions:
+    """The provider options that shape every connection's session (see ProviderSettings)."""
+
+    #: PostgreSQL: our tables' schema.
+    schema: str | None = None
+    #: PostgreSQL behind a transaction-pooling PgBouncer (option `pgbouncer`), as said, never
+    #: guessed from the URL.
+    pgbouncer: bool = False
+    #: Seconds a statement may run before the database stops it (None: no limit of ours).
+    statement_timeout: float | None = None
+    #: Seconds a statement may wait for a lock (None: the database's default).
+    lock_timeout: float | None = None
+
+
+@dataclass(frozen=True)
 class ExecutorParts:
     """What a native executor is made from: the provider's URL and options, the engine's
-    dialect (compiled statements and the driver's codecs must come from one dialect), and a
-    maker of the pool-less engine whose connections become lanes."""
+    dialect (compiled statements and the driver's codecs must come from one dialect), the
+    pool options as they apply to lanes, and a maker of the pool-less engine whose
+    connections become lanes."""
 
     url: URL
     dialect: Dialect
-    lanes: int
+    policy: LanePolicy
     lane_engine: Callable[[], AsyncEngine]
     echo: bool
+    session: SessionOptions
 
     def statements(self, engine: AsyncEngine | None = None) -> StatementCache:
         """The compiled-statement cache, with `engine`'s schema_translate_map if it has one
@@ -53,6 +71,18 @@ class ExecutorParts:
         options = engine.get_execution_options() if engine is not None else {}
         translate = options.get("schema_translate_map")
         return StatementCache(self.dialect, echo=self.echo, schema_translate_map=translate)
+
+
+#: PEP 249's exception classes and what each means, most specific first in each MRO.
+_FAULT_BY_DBAPI_NAME = {
+    "IntegrityError": Fault.INTEGRITY,
+    "DataError": Fault.DATA,
+    "ProgrammingError": Fault.PROGRAMMING,
+    "NotSupportedError": Fault.NOT_SUPPORTED,
+    "OperationalError": Fault.OPERATIONAL,
+    "InternalError": Fault.DATABASE,
+    "DatabaseError": Fault.DATABASE,
+}
 
 
 #: What `upsert` builds: model, inserted columns, conflict keys, updated columns, RETURNING id.
@@ -71,8 +101,10 @@ class Backend:
     insert_ctes: bool = False
     #: Whether pooled connections are pinged at checkout (see `MySQL`).
     needs_pre_ping: bool = False
-    #: Whether one connection serves every call of a provider (see `Database.open`).
-    shares_one_connection: bool = False
+    #: `pool_recycle` when the option is not set (seconds; -1: never).
+    default_pool_recycle: float = -1
+    #: Whether the provider's calls take turns on SQLAlchemy's path (see `EngineExecutor`).
+    one_call_at_a_time: bool = False
     #: Whether Alembic must rebuild tables to alter them (`render_as_batch`).
     migrates_in_batches: bool = False
     #: Whether the `schema` option applies.
@@ -94,12 +126,20 @@ class Backend:
         return False
 
     def engine_options(
-        self, url: URL, pool_options: dict[str, Any], schema: str | None
+        self, url: URL, pool_options: dict[str, Any], session: SessionOptions
     ) -> dict[str, Any]:
         """Extra `create_async_engine` arguments."""
         return dict(pool_options)
 
-    def install_connection_hooks(self, engine: AsyncEngine) -> None:
+    def check_session_options(self, url: URL, session: SessionOptions) -> None:
+        """ValueError naming the option when this database cannot honour `session`."""
+        if session.statement_timeout is not None or session.lock_timeout is not None:
+            raise ValueError(
+                f"options 'statement_timeout' and 'lock_timeout' are supported on SQLite, "
+                f"PostgreSQL and MySQL/MariaDB, not {url.get_backend_name()}"
+            )
+
+    def install_connection_hooks(self, engine: AsyncEngine, session: SessionOptions) -> None:
         """Per-connection set-up; here: replace a connection the server closed at checkout.
 
         After a server restart or a killed session the driver has already seen the socket
@@ -120,9 +160,17 @@ class Backend:
         closed = getattr(driver_connection, "closed", None)
         return closed if isinstance(closed, bool) else False
 
+    async def ping(self, driver_connection: Any) -> None:
+        """One round trip that fails if the connection is unusable (lanes' `pool_pre_ping`)."""
+        raise NotImplementedError(f"no lanes on {self.dialect_name}")
+
     def pgbouncer_url(self, url: URL) -> URL:
         """`url` set up for a transaction-pooling PgBouncer in front (option `pgbouncer`)."""
         raise ValueError(f"is for postgresql+asyncpg, not {url.drivername}")
+
+    def pgbouncer_in_url(self, url: URL) -> bool:
+        """Whether `url` carries what `pgbouncer_url` adds (for callers that have a URL only)."""
+        return False
 
     def autocommit_options(self) -> dict[str, Any]:
         """Execution options for a connection where every statement is its own transaction.
@@ -132,16 +180,28 @@ class Backend:
         """
         return {"isolation_level": "AUTOCOMMIT"}
 
-    @asynccontextmanager
-    async def shared_transaction(self, conn: AsyncConnection) -> AsyncIterator[AsyncConnection]:
-        """A transaction on the one shared connection (`shares_one_connection` backends)."""
-        raise NotImplementedError(f"{self.dialect_name} does not share one connection")
-        yield conn  # pragma: no cover - makes this an async generator
+    def write_transaction_options(self) -> dict[str, Any]:
+        """Execution options for the provider's own writing transactions."""
+        return {}
 
-    def is_retryable(self, error: DBAPIError) -> bool:
-        """Whether the database rolled the call back as a serialization failure or a
-        deadlock, so that running it again is safe and likely to succeed."""
-        return False
+    # --- Errors: the one authority for this database (see executors/errors.py) ------------
+
+    def fault_of(self, error: BaseException) -> Fault | None:
+        """What a driver's `error` means (None: not the driver's). Here: by the DB-API
+        exception class names every driver follows (PEP 249); a lost connection is what
+        SQLAlchemy's dialect says (`connection_invalidated`), on its path only."""
+        for kind in type(error).__mro__:
+            fault = _FAULT_BY_DBAPI_NAME.get(kind.__name__)
+            if fault is not None:
+                return fault
+        if isinstance(error, OSError):
+            return Fault.SESSION_ENDED
+        return None
+
+    def driver_error(self, error: DBAPIError) -> BaseException:
+        """The driver's own error inside SQLAlchemy's wrapper."""
+        orig: BaseException = error.orig if error.orig is not None else error
+        return orig
 
     # --- Executors ------------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Insert, bindparam, event, func, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, Connection
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -17,9 +16,12 @@ from slack_agents_sa.backends.base import (
     MIGRATION_LOCK_TIMEOUT_S,
     Backend,
     ExecutorParts,
+    SessionOptions,
     UpsertShape,
     lock_not_taken,
 )
+from slack_agents_sa.executors.base import Fault
+from slack_agents_sa.executors.packets import packet_too_large, parameters_size, utf8_size
 from slack_agents_sa.models import table_of
 
 if TYPE_CHECKING:
@@ -33,12 +35,23 @@ _GET_LOCK = text(
     "FROM (SELECT LEFT(CONCAT(:prefix, DATABASE()), 64) AS name) AS migration_lock"
 )
 _RELEASE_LOCK = text("SELECT RELEASE_LOCK(LEFT(CONCAT(:prefix, DATABASE()), 64))")
-#: ER_LOCK_DEADLOCK: InnoDB chose this transaction as a deadlock's victim and rolled it back.
+#: ER_LOCK_DEADLOCK: InnoDB chose this transaction as a deadlock's victim and rolled it back
+#: (Galera's certification conflicts report it too).
 DEADLOCK = 1213
+#: Error codes and what each means for the call. The session ends with SQLAlchemy's
+#: `MySQLDialect.is_disconnect` list (server gone away, lost during query, out of sync,
+#: killed, idle timeout). A statement stops at MariaDB's max_statement_time (1969), MySQL's
+#: MAX_EXECUTION_TIME (3024) or a KILL QUERY (1317); 1205 is innodb_lock_wait_timeout.
+_FAULT_BY_CODE: dict[int, Fault] = {
+    **dict.fromkeys((1927, 2006, 2013, 2014, 2045, 2055, 4031), Fault.SESSION_ENDED),
+    **dict.fromkeys((1969, 3024, 1317), Fault.STATEMENT_TIMEOUT),
+    1205: Fault.LOCK_TIMEOUT,
+    DEADLOCK: Fault.CONFLICT,
+}
 #: Where a connection's max_allowed_packet is kept (its pool record's `info`).
 _PACKET_LIMIT = "slack_agents_sa_max_allowed_packet"
-#: Room for the protocol's framing and for quotes the driver escapes when it inlines values.
-_PACKET_HEADROOM = 64 * 1024
+#: Where a connection's statement-time setting is kept, to restore after a migration.
+_STATEMENT_TIME = "slack_agents_sa_statement_time"
 
 
 class MySQL(Backend):
@@ -50,27 +63,37 @@ class MySQL(Backend):
     # autocommit switch at checkout is that command, raised raw and leaking the connection.
     # A ping first (one round trip) replaces it cleanly.
     needs_pre_ping = True
+    # Below the servers' default wait_timeout (8 h) and common proxies' idle limits.
+    default_pool_recycle = 3600
 
     def engine_options(
-        self, url: URL, pool_options: dict[str, Any], schema: str | None
+        self, url: URL, pool_options: dict[str, Any], session: SessionOptions
     ) -> dict[str, Any]:
-        # Below the servers' default wait_timeout (8 h) and common proxies' idle limits.
-        return {"pool_recycle": 3600, **pool_options}
+        return {"pool_recycle": self.default_pool_recycle, **pool_options}
 
-    def install_connection_hooks(self, engine: AsyncEngine) -> None:
-        """Refuse statements larger than the server's `max_allowed_packet` before sending.
+    def check_session_options(self, url: URL, session: SessionOptions) -> None:
+        return None
+
+    def install_connection_hooks(self, engine: AsyncEngine, session: SessionOptions) -> None:
+        """Refuse statements larger than the server's `max_allowed_packet` before sending;
+        set the session's timeouts when connecting.
 
         The server answers an oversized packet by dropping the connection ("server has gone
         away"), which says nothing about the cause; this says it, and nothing is sent.
         """
-        super().install_connection_hooks(engine)
+        super().install_connection_hooks(engine, session)
         _quiet_primary_key_name_notes()
 
         @event.listens_for(engine.sync_engine, "connect")
         def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute("SELECT @@max_allowed_packet")
-            record.info[_PACKET_LIMIT] = int(cursor.fetchone()[0])
+            cursor.execute("SELECT @@max_allowed_packet, VERSION()")
+            limit, version = cursor.fetchone()
+            record.info[_PACKET_LIMIT] = int(limit)
+            for statement, value in _session_settings(str(version), session):
+                cursor.execute(statement, (value,))
+                if statement.startswith(_STATEMENT_TIME_SETTERS):
+                    record.info[_STATEMENT_TIME] = (statement, value)
             cursor.close()
 
         @event.listens_for(engine.sync_engine, "before_cursor_execute")
@@ -86,20 +109,32 @@ class MySQL(Backend):
             if limit is None:
                 return
             rows = parameters if executemany else [parameters]
-            size = _utf8_size(statement) + sum(_parameters_size(row) for row in rows)
+            size = utf8_size(statement) + sum(parameters_size(row) for row in rows)
             if (error := packet_too_large(size, limit)) is not None:
                 raise error
 
     def driver_says_closed(self, driver_connection: Any) -> bool:
-        connected = getattr(driver_connection, "connected", None)  # asyncmy
-        if connected is False:
+        """asyncmy sets `connected` to False only when a command fails; its
+        `_stream_broken` (what asyncmy's own pool checks) is true as soon as the event loop
+        has seen the server close the socket (KILL, restart, idle timeout), so a lane killed
+        while idle is replaced without a round trip. aiomysql has `closed`."""
+        if getattr(driver_connection, "connected", None) is False:
             return True
-        return super().driver_says_closed(driver_connection)  # aiomysql's `closed`
+        if getattr(driver_connection, "_stream_broken", False):
+            return True
+        return super().driver_says_closed(driver_connection)
 
-    def is_retryable(self, error: DBAPIError) -> bool:
-        # 1213 ER_LOCK_DEADLOCK: InnoDB rolled the whole transaction back.
-        args: tuple[Any, ...] = getattr(error.orig, "args", ())
-        return bool(args) and args[0] == DEADLOCK
+    def fault_of(self, error: BaseException) -> Fault | None:
+        names = {kind.__name__ for kind in type(error).__mro__}
+        if "InterfaceError" in names and "Error" in names:  # not connected, socket gone
+            return Fault.SESSION_ENDED
+        code = error.args[0] if error.args else None
+        if "Error" in names and isinstance(code, int) and code in _FAULT_BY_CODE:
+            return _FAULT_BY_CODE[code]
+        return super().fault_of(error)
+
+    async def ping(self, driver_connection: Any) -> None:
+        await driver_connection.ping(reconnect=False)
 
     def has_native_executor(self, url: URL) -> bool:
         return url.get_driver_name() == "asyncmy"
@@ -108,7 +143,7 @@ class MySQL(Backend):
         from slack_agents_sa.executors.mysql import MySQLExecutor
 
         engine = parts.lane_engine()
-        return MySQLExecutor(engine, parts.statements(engine), parts.lanes)
+        return MySQLExecutor(engine, parts.statements(engine), self, parts.policy)
 
     def _build_upsert(self, shape: UpsertShape) -> Insert:
         # MySQL has no RETURNING: the id of the row comes back as the driver's lastrowid.
@@ -138,36 +173,47 @@ class MySQL(Backend):
     async def release_migration_lock(self, conn: AsyncConnection) -> None:
         await conn.execute(_RELEASE_LOCK, {"prefix": MIGRATION_LOCK_PREFIX})
 
+    async def before_migration(self, conn: AsyncConnection) -> None:
+        # A migration may rebuild a large table: option `statement_timeout` is for calls.
+        found = conn.info.get(_STATEMENT_TIME)
+        if found is not None:
+            statement, _value = found
+            await conn.exec_driver_sql(statement, (0,))
 
-def statement_size(statement: str, parameters: Any) -> int:
-    """Bytes a statement with its (dict or sequence of) values takes on the wire, near
-    enough to compare with `max_allowed_packet`."""
-    return _utf8_size(statement) + _parameters_size(parameters)
-
-
-def packet_too_large(size: int, limit: int) -> ValueError | None:
-    """The error for a statement of `size` bytes on a server with this packet limit, if any."""
-    if size <= limit - _PACKET_HEADROOM:
-        return None
-    return ValueError(
-        f"value too large for this server: the statement takes {size} bytes and "
-        f"MySQL/MariaDB's max_allowed_packet is {limit} bytes (raise it on the server)"
-    )
+    async def after_migration(self, conn: AsyncConnection) -> None:
+        found = conn.info.get(_STATEMENT_TIME)
+        if found is not None:
+            statement, value = found
+            await conn.exec_driver_sql(statement, (value,))
 
 
-def _utf8_size(text_value: str) -> int:
-    return len(text_value) if text_value.isascii() else len(text_value.encode("utf-8"))
+#: The statements that set a session's statement time limit (MariaDB's, MySQL's).
+_STATEMENT_TIME_SETTERS = ("SET SESSION max_statement_time", "SET SESSION MAX_EXECUTION_TIME")
 
 
-def _parameters_size(parameters: Any) -> int:
-    values = parameters.values() if isinstance(parameters, dict) else parameters or ()
-    size = 0
-    for value in values:
-        if isinstance(value, str):
-            size += _utf8_size(value)
-        elif isinstance(value, bytes | bytearray):
-            size += len(value)
-    return size
+def _session_settings(version: str, session: SessionOptions) -> list[tuple[str, Any]]:
+    """The SET statements (with their one value) for `session` on a server of `version`.
+
+    MariaDB stops any statement past `max_statement_time` (seconds); MySQL's
+    `MAX_EXECUTION_TIME` (milliseconds) applies to read-only SELECTs only.
+    `innodb_lock_wait_timeout` takes whole seconds, at least 1.
+    """
+    found: list[tuple[str, Any]] = []
+    if session.statement_timeout is not None:
+        if "mariadb" in version.lower():
+            found.append(("SET SESSION max_statement_time = %s", session.statement_timeout))
+        else:
+            found.append(
+                (
+                    "SET SESSION MAX_EXECUTION_TIME = %s",
+                    max(1, round(session.statement_timeout * 1000)),
+                )
+            )
+    if session.lock_timeout is not None:
+        found.append(
+            ("SET SESSION innodb_lock_wait_timeout = %s", max(1, round(session.lock_timeout)))
+        )
+    return found
 
 
 class _PrimaryKeyNameNote(logging.Filter):

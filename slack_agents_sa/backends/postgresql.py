@@ -46,10 +46,12 @@ from slack_agents_sa.backends.base import (
     MIGRATION_LOCK_TIMEOUT_S,
     Backend,
     ExecutorParts,
+    SessionOptions,
     UpsertShape,
     lock_not_taken,
     on_conflict_upsert,
 )
+from slack_agents_sa.executors.base import Fault
 
 if TYPE_CHECKING:
     from slack_agents_sa.executors import Executor
@@ -65,18 +67,54 @@ _SET_LOCAL_SEARCH_PATH = "SELECT set_config('search_path', $1, true)"
 #: (class 08), admin_shutdown, crash_shutdown, cannot_connect_now (shutting down, starting
 #: up, in recovery). SQLAlchemy's asyncpg dialect calls none of them a disconnect on connect.
 _SERVER_GONE = ("08", "57P01", "57P02", "57P03")
+#: asyncpg's errors after which its connection is gone: a connection error (class 08, and
+#: asyncpg's own ConnectionDoesNotExistError) and an operator ending the session (57P01-57P03;
+#: its base class OperatorInterventionError also covers 57014, a cancelled statement only).
+_SESSION_ENDED_ERRORS = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+)
 #: The start of a JSON `\uXXXX` escape, as it appears in the stored text.
 _JSON_ESCAPE = "\\u"
 #: Where any JSON escape starts.
 _BACKSLASH = "\\"
 
 
+#: SQLSTATE classes (and single states) and what each means for the call; the most
+#: specific first. 57014 query_canceled: statement_timeout or pg_cancel_backend, the session
+#: lives on. 55P03 lock_not_available: lock_timeout. 40001/40P01 and a statement made stale
+#: by another session's schema change (0A000 from asyncpg's cache): rolled back, retryable.
+_FAULT_BY_STATE: tuple[tuple[str, Fault], ...] = (
+    ("57014", Fault.STATEMENT_TIMEOUT),
+    ("55P03", Fault.LOCK_TIMEOUT),
+    ("40001", Fault.CONFLICT),
+    ("40P01", Fault.CONFLICT),
+    *((state, Fault.SESSION_ENDED) for state in _SERVER_GONE),
+    ("23", Fault.INTEGRITY),
+    ("22", Fault.DATA),
+    ("42", Fault.PROGRAMMING),
+    ("0A", Fault.NOT_SUPPORTED),
+    ("40", Fault.OPERATIONAL),
+    ("53", Fault.OPERATIONAL),
+    ("55", Fault.OPERATIONAL),
+    ("57", Fault.OPERATIONAL),
+    ("58", Fault.OPERATIONAL),
+)
+
+
 def behind_pgbouncer(url: URL) -> bool:
-    """Whether `url` is one the `pgbouncer` option made: no prepared statement outlives a
-    statement, and `schema` is not a connection's search_path."""
+    """Whether `url` carries what the `pgbouncer` option puts in it (the option itself, not
+    this, decides how the provider behaves: see `SessionOptions.pgbouncer`)."""
     return url.get_driver_name() == "asyncpg" and all(
         url.query.get(name) == value for name, value in PGBOUNCER_URL_QUERY.items()
     )
+
+
+def _milliseconds(seconds: float) -> str:
+    return str(max(1, round(seconds * 1000)))
 
 
 class PostgreSQL(Backend):
@@ -87,30 +125,90 @@ class PostgreSQL(Backend):
     supports_schema = True
 
     def engine_options(
-        self, url: URL, pool_options: dict[str, Any], schema: str | None
+        self, url: URL, pool_options: dict[str, Any], session: SessionOptions
     ) -> dict[str, Any]:
         """`schema` becomes every connection's search_path, so unqualified names, ours and
-        Alembic's alike, resolve there; `migration_transaction` creates it.
+        Alembic's alike, resolve there; `migration_transaction` creates it. The timeouts are
+        session settings sent when connecting (no round trip).
 
-        Behind PgBouncer: asyncpg's statement cache off (the URL says "0"; asyncpg wants an
-        int), and `schema` qualifies our names instead (see the module docstring).
+        Behind PgBouncer: `schema` qualifies our names instead (see the module docstring).
+        asyncpg wants its `statement_cache_size` as an int (the URL says "0").
         """
         options = dict(pool_options)
-        if behind_pgbouncer(url):
-            options["connect_args"] = {"statement_cache_size": 0}
-            if schema is not None:
-                options["execution_options"] = {"schema_translate_map": {None: schema}}
-        elif schema is not None:
-            options["connect_args"] = {"server_settings": {"search_path": schema}}
+        connect_args: dict[str, Any] = {}
+        if "statement_cache_size" in url.query:
+            connect_args["statement_cache_size"] = int(str(url.query["statement_cache_size"]))
+        settings: dict[str, str] = {}
+        if session.statement_timeout is not None:
+            settings["statement_timeout"] = _milliseconds(session.statement_timeout)
+        if session.lock_timeout is not None:
+            settings["lock_timeout"] = _milliseconds(session.lock_timeout)
+        if session.pgbouncer:
+            if session.schema is not None:
+                options["execution_options"] = {"schema_translate_map": {None: session.schema}}
+        elif session.schema is not None:
+            settings["search_path"] = session.schema
+        if settings:
+            connect_args["server_settings"] = settings
+        if connect_args:
+            options["connect_args"] = connect_args
         return options
+
+    def check_session_options(self, url: URL, session: SessionOptions) -> None:
+        if session.pgbouncer and (
+            session.statement_timeout is not None or session.lock_timeout is not None
+        ):
+            # PgBouncer refuses session parameters at connect, and a SET would stay behind
+            # on one server connection for whichever client gets it next.
+            raise ValueError(
+                "options 'statement_timeout' and 'lock_timeout' cannot be set behind "
+                "PgBouncer (option 'pgbouncer'): set them on the server for the agent's role "
+                "instead (ALTER ROLE ... SET statement_timeout = '5s')"
+            )
+
+    def fault_of(self, error: BaseException) -> Fault | None:
+        if isinstance(error, _SESSION_ENDED_ERRORS):
+            return Fault.SESSION_ENDED
+        if isinstance(error, asyncpg.InvalidCachedStatementError):
+            return Fault.CONFLICT  # nothing ran; asyncpg re-prepares on the next try
+        state = getattr(error, "sqlstate", None)
+        if isinstance(error, asyncpg.PostgresError) or isinstance(state, str):
+            state = str(state or "")
+            for prefix, fault in _FAULT_BY_STATE:
+                if state.startswith(prefix):
+                    return fault
+            return Fault.DATABASE
+        if isinstance(error, asyncpg.InterfaceError):
+            # asyncpg's client-side DataError (a ValueError; its public name is taken by
+            # SQLSTATE class 22) is raised before anything is sent: a value the column cannot
+            # take. Every other interface error leaves the protocol where nobody may trust it.
+            return Fault.DATA if isinstance(error, ValueError) else Fault.SESSION_ENDED
+        if isinstance(error, OSError | asyncpg.exceptions.InternalClientError):
+            return Fault.SESSION_ENDED
+        return None
+
+    def driver_error(self, error: DBAPIError) -> BaseException:
+        # SQLAlchemy's asyncpg adapter raises its own DB-API classes from asyncpg's error.
+        orig = error.orig
+        cause = orig.__cause__ if isinstance(orig, BaseException) else None
+        if cause is not None and isinstance(cause, asyncpg.PostgresError | asyncpg.InterfaceError):
+            found: BaseException = cause
+            return found
+        return super().driver_error(error)
+
+    async def ping(self, driver_connection: Any) -> None:
+        await driver_connection.execute(";")
 
     def pgbouncer_url(self, url: URL) -> URL:
         if url.get_driver_name() != "asyncpg":
             return super().pgbouncer_url(url)
         return url.update_query_dict(PGBOUNCER_URL_QUERY)
 
-    def install_connection_hooks(self, engine: AsyncEngine) -> None:
-        super().install_connection_hooks(engine)
+    def pgbouncer_in_url(self, url: URL) -> bool:
+        return behind_pgbouncer(url)
+
+    def install_connection_hooks(self, engine: AsyncEngine, session: SessionOptions) -> None:
+        super().install_connection_hooks(engine, session)
 
         @event.listens_for(engine.sync_engine, "handle_error")
         def _server_gone(context: ExceptionContext) -> None:
@@ -140,18 +238,6 @@ class PostgreSQL(Backend):
             finally:
                 cursor.close()
 
-    def is_retryable(self, error: DBAPIError) -> bool:
-        # 40001 serialization_failure, 40P01 deadlock_detected: the transaction was aborted.
-        if getattr(error.orig, "sqlstate", None) in ("40001", "40P01"):
-            return True
-        # Another session changed a table under a prepared statement. asyncpg re-prepares
-        # by itself outside a transaction; SQLAlchemy's adapter clears its cache and raises
-        # once (its docs say to retry). Nothing ran.
-        cause = getattr(error.orig, "__cause__", None)
-        return isinstance(error.orig, asyncpg.InvalidCachedStatementError) or isinstance(
-            cause, asyncpg.InvalidCachedStatementError
-        )
-
     def has_native_executor(self, url: URL) -> bool:
         return url.get_driver_name() == "asyncpg"
 
@@ -160,7 +246,7 @@ class PostgreSQL(Backend):
 
         # Behind PgBouncer with `schema`, the lane engine's schema_translate_map names it.
         engine = parts.lane_engine()
-        return PostgresExecutor(engine, parts.statements(engine), parts.lanes)
+        return PostgresExecutor(engine, parts.statements(engine), self, parts.policy)
 
     def _build_upsert(self, shape: UpsertShape) -> Insert:
         return on_conflict_upsert(postgresql.insert, *shape)
@@ -209,4 +295,7 @@ class PostgreSQL(Backend):
             if getattr(error.orig, "sqlstate", None) != "55P03":  # lock_not_available
                 raise
             raise lock_not_taken(lock, lock_timeout, timed_out=True) from error
-        await conn.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
+        # The migration itself may rebuild large tables and wait on a host's locks: options
+        # `statement_timeout` and `lock_timeout` are for calls, not for it.
+        await conn.execute(text("SELECT set_config('lock_timeout', '0', true)"))
+        await conn.execute(text("SELECT set_config('statement_timeout', '0', true)"))

@@ -1,15 +1,14 @@
-"""SQLite: pragmas, our own BEGINs, one shared connection, the worker-thread executor."""
+"""SQLite: pragmas, our own BEGINs, calls taking turns, its errors, the worker-thread executor."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import BindParameter, ColumnElement, Insert, event, exists, func
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine import URL, Connection, ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -18,25 +17,49 @@ from slack_agents_sa.backends.base import (
     WRITE_LOCK_OPTION,
     Backend,
     ExecutorParts,
+    SessionOptions,
     UpsertShape,
     on_conflict_upsert,
 )
 from slack_agents_sa.errors import MigrationError
+from slack_agents_sa.executors.base import Fault
+from slack_agents_sa.executors.sqlite import PROGRESS_STEPS, StatementDeadline
 
 if TYPE_CHECKING:
     from slack_agents_sa.executors import Executor
 
-#: How long a writer waits for another's lock before "database is locked" (ms).
+#: How long a writer waits for another's lock before "database is locked" (ms), unless
+#: option `lock_timeout` says otherwise.
 BUSY_TIMEOUT_MS = 30_000
 #: Execution option marking a connection whose statements each commit on their own.
 AUTOCOMMIT_OPTION = "slack_agents_sa_autocommit"
-#: Every connection's set-up. PRAGMA takes no bound parameters: the one place we spell a
-#: number into SQL, a constant.
-CONNECTION_PRAGMAS = ("PRAGMA foreign_keys = ON", "PRAGMA busy_timeout = 30000")
-#: A file database's, besides: WAL, so readers never block the writer; NORMAL sync is
-#: durable across app crashes and loses at most the last commits on power loss (SQLite's
-#: documented trade-off).
+#: A file database's set-up, besides foreign keys and the busy timeout: WAL, so readers
+#: never block the writer; NORMAL sync is durable across app crashes and loses at most the
+#: last commits on power loss (SQLite's documented trade-off).
 FILE_PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL")
+#: Where a connection's statement deadline is kept (its pool record's `info`).
+_DEADLINE = "slack_agents_sa_deadline"
+#: Set in a connection's `info` while a migration runs: no statement deadline then.
+_NO_DEADLINE = "slack_agents_sa_no_deadline"
+#: SQLite's result codes (`sqlite3.Error.sqlite_errorname`) and what each means.
+_FAULT_BY_CODE = {
+    "SQLITE_INTERRUPT": Fault.STATEMENT_TIMEOUT,
+    "SQLITE_BUSY": Fault.LOCK_TIMEOUT,
+    "SQLITE_BUSY_TIMEOUT": Fault.LOCK_TIMEOUT,
+    "SQLITE_LOCKED": Fault.LOCK_TIMEOUT,
+    # A read transaction that tried to write after another writer committed (WAL).
+    "SQLITE_BUSY_SNAPSHOT": Fault.CONFLICT,
+}
+
+
+def connection_pragmas(session: SessionOptions, is_file: bool) -> tuple[str, ...]:
+    """Every connection's set-up. PRAGMA takes no bound parameters: the one place we spell a
+    number into SQL, an int computed here from a validated option."""
+    busy_ms = (
+        BUSY_TIMEOUT_MS if session.lock_timeout is None else round(session.lock_timeout * 1000)
+    )
+    pragmas = ("PRAGMA foreign_keys = ON", f"PRAGMA busy_timeout = {int(busy_ms)}")
+    return pragmas + (FILE_PRAGMAS if is_file else ())
 
 
 def _names_a_file(url: URL) -> bool:
@@ -44,33 +67,47 @@ def _names_a_file(url: URL) -> bool:
 
 
 class SQLite(Backend):
-    """SQLite through aiosqlite: one connection per provider, taking turns."""
+    """SQLite through aiosqlite (or the native worker thread): calls taking turns."""
 
     family = "sqlite"
-    shares_one_connection = True
+    one_call_at_a_time = True
     migrates_in_batches = True
 
     def is_memory(self, url: URL) -> bool:
         return not _names_a_file(url) or url.query.get("mode") == "memory"
 
     def engine_options(
-        self, url: URL, pool_options: dict[str, Any], schema: str | None
+        self, url: URL, pool_options: dict[str, Any], session: SessionOptions
     ) -> dict[str, Any]:
         # In memory: one shared connection (StaticPool), pool sizing does not apply.
         return dict(pool_options) if _names_a_file(url) else {}
 
-    def install_connection_hooks(self, engine: AsyncEngine) -> None:
-        """Pragmas on connect; BEGIN as the connection's execution options say."""
-        is_file = _names_a_file(engine.url)
+    def check_session_options(self, url: URL, session: SessionOptions) -> None:
+        return None
+
+    def install_connection_hooks(self, engine: AsyncEngine, session: SessionOptions) -> None:
+        """Pragmas on connect; BEGIN as the connection's execution options say; a deadline
+        per statement with option `statement_timeout`."""
+        pragmas = connection_pragmas(session, _names_a_file(engine.url))
 
         @event.listens_for(engine.sync_engine, "connect")
-        def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
             # Take transaction control from the sqlite3 module, so BEGIN is ours (_begin).
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
-            for pragma in CONNECTION_PRAGMAS + (FILE_PRAGMAS if is_file else ()):
+            for pragma in pragmas:
                 cursor.execute(pragma)
             cursor.close()
+            if session.statement_timeout is not None:
+                deadline = StatementDeadline(session.statement_timeout)
+                record.info[_DEADLINE] = deadline
+                # On aiosqlite's own thread, where its statements run.
+                dbapi_connection.run_async(
+                    lambda driver: driver.set_progress_handler(deadline, PROGRESS_STEPS)
+                )
+
+        if session.statement_timeout is not None:
+            _time_each_statement(engine)
 
         @event.listens_for(engine.sync_engine, "begin")
         def _begin(connection: Connection) -> None:
@@ -84,30 +121,26 @@ class SQLite(Backend):
                 return
             # Deferred: a reader (a host app's AsyncSession on our engine) takes no write
             # lock, so other processes keep writing while its transaction is open. The
-            # provider's own writes lock up front (`shared_transaction`, the executor),
+            # provider's own writes lock up front (`write_transaction_options`, the executor),
             # migrations through WRITE_LOCK_OPTION.
             connection.exec_driver_sql("BEGIN")
 
     def autocommit_options(self) -> dict[str, Any]:
         return {AUTOCOMMIT_OPTION: True}
 
-    @asynccontextmanager
-    async def shared_transaction(self, conn: AsyncConnection) -> AsyncIterator[AsyncConnection]:
-        """BEGIN IMMEDIATE ... COMMIT on the shared autocommit connection, ROLLBACK on error.
+    def write_transaction_options(self) -> dict[str, Any]:
+        # IMMEDIATE takes the write lock up front, so two writers queue on busy_timeout
+        # instead of one failing when it upgrades a read lock.
+        return {WRITE_LOCK_OPTION: True}
 
-        The sqlite3 module manages no transactions there, so these statements are the
-        transaction. IMMEDIATE takes the write lock up front.
-        """
-        if await conn.run_sync(_in_transaction):
-            # A call cancelled mid-ROLLBACK left one open: end it before starting anew.
-            await conn.exec_driver_sql("ROLLBACK")
-        await conn.exec_driver_sql("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            await conn.exec_driver_sql("ROLLBACK")
-            raise
-        await conn.exec_driver_sql("COMMIT")
+    def fault_of(self, error: BaseException) -> Fault | None:
+        if isinstance(error, sqlite3.ProgrammingError) and "closed database" in str(error):
+            return Fault.SESSION_ENDED  # the test SQLAlchemy's pysqlite dialect applies
+        if isinstance(error, sqlite3.Error):
+            fault = _FAULT_BY_CODE.get(getattr(error, "sqlite_errorname", "") or "")
+            if fault is not None:
+                return fault
+        return super().fault_of(error)
 
     def has_native_executor(self, url: URL) -> bool:
         # The worker's sqlite3.connect takes the path only: URL options (uri, mode, timeout)
@@ -118,7 +151,13 @@ class SQLite(Backend):
     def native_executor(self, parts: ExecutorParts) -> Executor:
         from slack_agents_sa.executors.sqlite import SQLiteExecutor
 
-        return SQLiteExecutor(parts.url.database or "", parts.statements())
+        return SQLiteExecutor(
+            parts.url.database or "",
+            parts.statements(),
+            self,
+            connection_pragmas(parts.session, is_file=True),
+            parts.session.statement_timeout,
+        )
 
     def _build_upsert(self, shape: UpsertShape) -> Insert:
         return on_conflict_upsert(sqlite.insert, *shape)
@@ -139,8 +178,11 @@ class SQLite(Backend):
         # that DROP deletes or nulls every row referring to it (ON DELETE CASCADE / SET
         # NULL) without a word. The pragma does nothing inside a transaction: before BEGIN.
         await conn.run_sync(_pragma, "PRAGMA foreign_keys = OFF")
+        # A rebuild may take long: option `statement_timeout` is for calls.
+        conn.info[_NO_DEADLINE] = True
 
     async def after_migration(self, conn: AsyncConnection) -> None:
+        conn.info.pop(_NO_DEADLINE, None)
         await conn.run_sync(_pragma, "PRAGMA foreign_keys = ON")
 
     def foreign_keys_enforced(self, conn: Connection) -> bool:
@@ -161,8 +203,28 @@ class SQLite(Backend):
         )
 
 
-def _in_transaction(conn: Connection) -> bool:
-    return bool(conn.connection.driver_connection.in_transaction)  # type: ignore[union-attr]
+def _time_each_statement(engine: AsyncEngine) -> None:
+    """Start a connection's deadline before each statement and clear it after (or on its
+    error), so the progress handler stops only a statement that ran too long."""
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _start(conn: Connection, *_args: Any) -> None:
+        deadline = conn.info.get(_DEADLINE)
+        if deadline is not None and not conn.info.get(_NO_DEADLINE):
+            deadline.start()
+
+    @event.listens_for(engine.sync_engine, "after_cursor_execute")
+    def _clear(conn: Connection, *_args: Any) -> None:
+        deadline = conn.info.get(_DEADLINE)
+        if deadline is not None:
+            deadline.clear()
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _clear_on_error(context: ExceptionContext) -> None:
+        conn = context.connection
+        deadline = conn.info.get(_DEADLINE) if conn is not None else None
+        if deadline is not None:
+            deadline.clear()
 
 
 def _pragma(conn: Connection, statement: str) -> None:

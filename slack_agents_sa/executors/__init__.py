@@ -5,14 +5,24 @@ SQLite worker thread, asyncmy lanes); the generic one is SQLAlchemy's own execut
 and serves every other async dialect, and `executor: sqlalchemy` everywhere.
 """
 
-from slack_agents_sa.executors.base import Executor, Step, Values
+from slack_agents_sa.executors.base import (
+    DatabaseRules,
+    Executor,
+    Fault,
+    LanePolicy,
+    Step,
+    Values,
+)
 from slack_agents_sa.executors.compiled import CompiledStatement, StatementCache
 from slack_agents_sa.executors.engine import EngineExecutor
 
 __all__ = [
     "CompiledStatement",
+    "DatabaseRules",
     "EngineExecutor",
     "Executor",
+    "Fault",
+    "LanePolicy",
     "StatementCache",
     "Step",
     "Values",

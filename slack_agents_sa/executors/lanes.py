@@ -2,23 +2,28 @@
 
 A lane is a connection from a pool-less sibling of the provider's engine, so everything
 the URL and options say (SSL, `connect_args`, multi-host failover, server settings, the
-codecs SQLAlchemy installs) applies, and nothing in SQLAlchemy's pool is taken from host
-sessions, migrations or the CLI. Unlike a pool, a lane is never reset between calls: that
-reset round trip is most of what the asyncpg pool costs (issue 11's measurements).
+codecs SQLAlchemy installs, the backend's connect hooks) applies, and nothing in
+SQLAlchemy's pool is taken from host sessions, migrations or the CLI. Unlike a pool, a lane
+is not reset between calls: that reset round trip is most of what the asyncpg pool costs.
+The pool options still hold (`LanePolicy`): size, how long a call waits for a lane,
+recycling, pre-ping.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from slack_agents_sa.errors import ConnectionLostError
-from slack_agents_sa.executors.base import lost_connection_message
+from slack_agents_sa.errors import ConnectionLostError, PoolTimeoutError, ProviderClosedError
+from slack_agents_sa.executors.base import DatabaseRules, Fault, LanePolicy
+from slack_agents_sa.executors.errors import fault_of, is_lost_on_connect, raise_translated
 
 
 @dataclass(slots=True, eq=False)
@@ -27,105 +32,137 @@ class Lane:
 
     conn: AsyncConnection
     driver: Any
+    #: When it connected (`time.monotonic()`), for `pool_recycle`.
+    opened: float = field(default_factory=time.monotonic)
     #: The statement running, which an error names (a transaction sets it step by step).
     sql: str = ""
 
 
 class Lanes:
-    """Up to `size` lanes, opened on first need, each serving one call at a time.
+    """Up to `policy.size` lanes, opened on first need, each serving one call at a time.
 
-    A call's driver error becomes the SQLAlchemy error SQLAlchemy's path raises
-    (`translate`, given the error and the lane's `sql`). A lane whose call failed in a way
-    that may have left the connection mid-protocol (connection closed, client-side failure,
-    anything not a plain SQL error from the server) is closed and replaced by a new
-    connection on next use, never reused.
+    A call's error is judged by the database's rules and raised as `executors.errors` says.
+    A lane whose session ended, or whose call was interrupted (cancelled mid-protocol), is
+    closed and its slot reopened with a new connection on next use, never reused. Every
+    slot taken is given back whatever happens, cancellation included.
     """
 
     def __init__(
         self,
         engine: AsyncEngine,
-        size: int,
-        keeps_connection: Callable[[BaseException, Any], bool],
-        translate: Callable[[Exception, str], Exception],
-        set_up: Callable[[Any], Any] | None = None,
-        is_closed: Callable[[Any], bool] | None = None,
+        rules: DatabaseRules,
+        policy: LanePolicy,
+        set_up: Callable[[Any], Awaitable[None]] | None = None,
     ) -> None:
         self._engine = engine
-        self._keeps_connection = keeps_connection
-        self._translate = translate
-        self._is_closed = is_closed
+        self._rules = rules
+        self._policy = policy
         self._set_up = set_up
-        # None stands for a lane not opened yet; LIFO, so the warmest lane serves next.
+        # None stands for a slot with no lane open; LIFO, so the warmest lane serves next.
         self._free: asyncio.LifoQueue[Lane | None] = asyncio.LifoQueue()
-        for _ in range(size):
+        for _ in range(policy.size):
             self._free.put_nowait(None)
         self._open: set[Lane] = set()
+        # Invalidations started where nothing may wait for them (see `_forget`).
+        self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @asynccontextmanager
     async def lane(self, sql: str) -> AsyncIterator[Lane]:
-        """A lane for one call running `sql`; its errors translated, and those that break
-        a connection become ConnectionLostError."""
+        """A lane for one call running `sql`, given back (or replaced) when the call ends."""
         lane = await self._take()
         lane.sql = sql
         try:
             yield lane
         except Exception as error:
-            translated = self._translate(error, lane.sql)
-            if self._keeps_connection(translated, lane.driver):
+            fault = fault_of(error, self._rules)
+            if fault is Fault.SESSION_ENDED or self._rules.driver_says_closed(lane.driver):
+                self._forget(lane)
+                self._free.put_nowait(None)
+                fault = Fault.SESSION_ENDED
+            else:
                 self._free.put_nowait(lane)
-                if translated is error:
-                    raise
-                raise translated from error
-            await self._discard(lane)
-            raise ConnectionLostError(lost_connection_message(error)) from error
+            raise_translated(error, fault, lane.sql)
         except BaseException:
-            await self._discard(lane)
+            # Cancelled mid-call: the driver may be mid-protocol; nobody may reuse it.
+            self._forget(lane)
+            self._free.put_nowait(None)
             raise
         self._free.put_nowait(lane)
 
     async def _take(self) -> Lane:
         if self._closed:
-            raise ConnectionLostError("the provider's connections are closed")
-        lane = await self._free.get()
-        if lane is not None:
-            if self._is_closed is None or not self._is_closed(lane.driver):
-                return lane
-            # Closed by the server while idle (a restart, a KILL, an idle timeout): what a
-            # pool's checkout check does, without a round trip where the driver knows.
-            self._open.discard(lane)
-            with suppress(Exception):  # it is gone either way; the token must not be lost
-                await asyncio.shield(lane.conn.invalidate())
+            raise ProviderClosedError("the provider is closed: its connections are gone")
+        try:
+            async with asyncio.timeout(self._policy.timeout):
+                token = await self._free.get()
+        except TimeoutError:
+            raise PoolTimeoutError(
+                f"no connection came free within option `pool_timeout` "
+                f"({self._policy.timeout:g} s): all {self._policy.size} are busy with other "
+                "calls; raise `pool_size` or `pool_timeout`"
+            ) from None
+        lane = token
+        try:
+            if lane is not None and not await self._still_good(lane):
+                self._forget(lane)
+                lane = None
+            if lane is None:
+                lane = await self._connect()
+        except BaseException:
+            if lane is not None:
+                self._forget(lane)
+            self._free.put_nowait(None)
+            raise
+        return lane
+
+    async def _still_good(self, lane: Lane) -> bool:
+        """What a pool checks at checkout: closed by the server while idle (asked of the
+        driver, no round trip), past `pool_recycle`, and with `pool_pre_ping` a ping."""
+        if self._rules.driver_says_closed(lane.driver):
+            return False
+        recycle = self._policy.recycle
+        if recycle >= 0 and time.monotonic() - lane.opened > recycle:
+            return False
+        if self._policy.pre_ping:
+            try:
+                await self._rules.ping(lane.driver)
+            except Exception:
+                return False
+        return True
+
+    async def _connect(self) -> Lane:
         try:
             conn = await self._engine.connect()
-        except BaseException as error:
-            self._free.put_nowait(None)
-            # SQLAlchemy's verdict first: a server refusing to start a session (57P03, shutting
-            # down) is a disconnect to it, and no plain SQL error of the driver's.
-            if isinstance(error, Exception) and (
-                getattr(error, "connection_invalidated", False)
-                or not self._keeps_connection(error, None)
-            ):
+        except Exception as error:
+            # SQLAlchemy's verdict counts too: a server refusing to start a session (57P03,
+            # shutting down) is a disconnect to it, and no plain SQL error.
+            if is_lost_on_connect(error, self._rules):
                 raise ConnectionLostError(f"cannot reach the database: {error}") from error
             raise
         try:
             driver = (await conn.get_raw_connection()).driver_connection
             if self._set_up is not None:
-                await self._set_up(driver)
+                try:
+                    await self._set_up(driver)
+                except Exception as error:
+                    raise_translated(error, fault_of(error, self._rules), "")
         except BaseException:
-            await conn.invalidate()
-            self._free.put_nowait(None)
+            self._invalidate_later(conn)
             raise
         lane = Lane(conn, driver)
         self._open.add(lane)
         return lane
 
-    async def _discard(self, lane: Lane) -> None:
+    def _forget(self, lane: Lane) -> None:
+        """Close a lane nobody may use again, without waiting (safe in any `except`)."""
         self._open.discard(lane)
-        try:
-            await asyncio.shield(lane.conn.invalidate())
-        finally:
-            self._free.put_nowait(None)
+        self._invalidate_later(lane.conn)
+
+    def _invalidate_later(self, conn: AsyncConnection) -> None:
+        task = asyncio.ensure_future(_quietly(conn.invalidate()))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         """Close every lane (callers have settled: see `Database.dispose`)."""
@@ -133,4 +170,12 @@ class Lanes:
         lanes, self._open = self._open, set()
         for lane in lanes:
             # Not back to any pool: a lane's session state (autocommit on MySQL) is ours.
-            await lane.conn.invalidate()
+            self._invalidate_later(lane.conn)
+        while self._closing:
+            await asyncio.wait(set(self._closing))
+
+
+async def _quietly(closing: Awaitable[None]) -> None:
+    """Close a connection that is gone either way: its own error changes nothing."""
+    with contextlib.suppress(Exception):  # the connection is discarded whatever it says
+        await closing

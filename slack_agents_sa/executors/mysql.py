@@ -12,87 +12,44 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-import asyncmy.errors
-from sqlalchemy import ClauseElement, exc
+from sqlalchemy import ClauseElement
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from slack_agents_sa.backends.mysql import packet_too_large, statement_size
-from slack_agents_sa.errors import ConnectionLostError
-from slack_agents_sa.executors.base import Step, Values
+from slack_agents_sa.executors.base import DatabaseRules, LanePolicy, Step, Values
 from slack_agents_sa.executors.compiled import StatementCache
 from slack_agents_sa.executors.lanes import Lanes
-
-#: Error codes after which the session is gone: SQLAlchemy's `MySQLDialect.is_disconnect`
-#: list (server gone away, lost during query, out of sync, killed, idle timeout).
-_SESSION_ENDED_CODES = frozenset({1927, 2006, 2013, 2014, 2045, 2055, 4031})
+from slack_agents_sa.executors.packets import packet_too_large, statement_size
 
 
 class _NoInsertedId(RuntimeError):
     """The server reported no id for an INSERT (raised after a complete round trip)."""
 
 
-def _session_ended(error: BaseException) -> bool:
-    if isinstance(error, asyncmy.errors.InterfaceError):  # "Not connected", socket gone
-        return True
-    if isinstance(error, asyncmy.errors.Error):
-        return bool(error.args) and error.args[0] in _SESSION_ENDED_CODES
-    return True
-
-
-def _is_closed(driver: Any) -> bool:
-    """Whether the connection is gone, without a round trip. asyncmy sets `connected` to
-    False only when a command fails; `_stream_broken` (its own pool's health check) is
-    true as soon as the event loop has seen the server close the socket (KILL, restart)."""
-    return not driver.connected or bool(getattr(driver, "_stream_broken", False))
-
-
-def _keeps_connection(error: BaseException, driver: Any) -> bool:
-    """A plain SQL error from the server leaves the connection ready for the next call."""
-    if driver is not None and _is_closed(driver):
-        return False
-    if isinstance(error, exc.DBAPIError):
-        orig = error.orig
-        return not error.connection_invalidated and not (orig and _session_ended(orig))
-    # Raised on our side with the protocol at rest: a value that cannot be bound or is
-    # too large (before sending), a missing value, no id reported (after a full reply).
-    return type(error) in (TypeError, ValueError, KeyError, _NoInsertedId)
-
-
-def _translated(error: Exception, sql: str) -> Exception:
-    """asyncmy's error as the SQLAlchemy error the generic path raises, chained; a lost
-    session is left as it is, for `Lanes` to discard the lane and say so."""
-    if isinstance(error, asyncmy.errors.Error) and not _session_ended(error):
-        return exc.DBAPIError.instance(sql, None, error, asyncmy.errors.Error, hide_parameters=True)
-    return error
-
-
 class MySQLExecutor:
-    """`fetch` / `write` / `insert_id` / `transaction` on asyncmy lanes in autocommit."""
+    """`fetch` / `write` / `insert_id` / `steps` on asyncmy lanes in autocommit."""
 
     kind = "native"
 
-    def __init__(self, lane_engine: AsyncEngine, statements: StatementCache, lanes: int) -> None:
+    def __init__(
+        self,
+        lane_engine: AsyncEngine,
+        statements: StatementCache,
+        rules: DatabaseRules,
+        policy: LanePolicy,
+    ) -> None:
         self._statements = statements
         self._engine = lane_engine
         # Each lane's max_allowed_packet (the server's value when the lane connected).
         self._packet_limits: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-        self._lanes = Lanes(
-            lane_engine, lanes, _keeps_connection, _translated, self._set_up, _is_closed
-        )
+        self._lanes = Lanes(lane_engine, rules, policy, self._set_up)
 
     async def _set_up(self, driver: Any) -> None:
         # Lanes never go back to a pool (`Lanes.close` invalidates), so this session state
         # is ours: every statement commits by itself, transactions BEGIN explicitly.
-        sql = "SELECT @@max_allowed_packet"
-        try:
-            await driver.autocommit(True)
-            cursor = driver.cursor()
-            await cursor.execute(sql)
-            self._packet_limits[driver] = int((await cursor.fetchone())[0])
-        except Exception as error:
-            if _session_ended(error):
-                raise ConnectionLostError(f"cannot reach the database: {error}") from error
-            raise _translated(error, sql) from error
+        await driver.autocommit(True)
+        cursor = driver.cursor()
+        await cursor.execute("SELECT @@max_allowed_packet")
+        self._packet_limits[driver] = int((await cursor.fetchone())[0])
 
     async def open(self) -> None:
         return None
@@ -137,7 +94,7 @@ class MySQLExecutor:
         async with self._lanes.lane(sql) as lane:
             return await _inserted_id(await self._execute(lane.driver, sql, arguments))
 
-    async def transaction(self, steps: Sequence[Step]) -> list[int | None]:
+    async def steps(self, steps: Sequence[Step]) -> list[int | None]:
         ids: list[int | None] = []
         previous: int | None = None
         async with self._lanes.lane("BEGIN") as lane:
@@ -181,7 +138,7 @@ async def _inserted_id(cursor: Any) -> int:
 
 async def _roll_back(driver: Any) -> None:
     """End a failed transaction; if that fails too, close the connection, so that the lane
-    is discarded (`_keeps_connection` sees it closed) rather than reused mid-transaction."""
+    is discarded (the backend then sees it closed) rather than reused mid-transaction."""
     if not driver.connected:
         return
     try:

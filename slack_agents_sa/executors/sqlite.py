@@ -13,35 +13,65 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import ClauseElement, exc
+from sqlalchemy import ClauseElement
 
-from slack_agents_sa.backends.sqlite import CONNECTION_PRAGMAS, FILE_PRAGMAS
-from slack_agents_sa.errors import ConnectionLostError
-from slack_agents_sa.executors.base import Step, Values, lost_connection_message
+from slack_agents_sa.errors import ProviderClosedError
+from slack_agents_sa.executors.base import DatabaseRules, Fault, Step, Values
 from slack_agents_sa.executors.compiled import CompiledStatement, StatementCache
+from slack_agents_sa.executors.errors import fault_of, raise_translated
+
+#: SQLite VM instructions between two looks at a statement's deadline: ~1 ms of work, so a
+#: short statement never pays for one and a runaway one stops within a few milliseconds.
+PROGRESS_STEPS = 10_000
 
 
-def _connect(path: str) -> sqlite3.Connection:
-    """A connection set up as `SQLite.install_connection_hooks` sets up a file database's."""
+class StatementDeadline:
+    """A statement timeout for one SQLite connection, through its progress handler.
+
+    SQLite has no server to stop a statement: a progress handler that returns non-zero
+    interrupts it (`sqlite3.OperationalError`, SQLITE_INTERRUPT), as `interrupt()` would,
+    but only the statement it times, never the next one. `start` before each statement,
+    `clear` after; the handler runs on whichever thread runs the statement.
+    """
+
+    __slots__ = ("_at", "seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._at: float | None = None
+
+    def start(self) -> None:
+        self._at = time.monotonic() + self.seconds
+
+    def clear(self) -> None:
+        self._at = None
+
+    def __call__(self) -> int:
+        at = self._at
+        return 1 if at is not None and time.monotonic() > at else 0
+
+
+def _connect(
+    path: str, pragmas: Sequence[str], deadline: StatementDeadline | None
+) -> sqlite3.Connection:
+    """A connection set up as the SQLite backend sets up a file database's (`pragmas`)."""
     # isolation_level=None: the sqlite3 module opens no transactions, so each statement
-    # commits by itself and `transaction` spells BEGIN IMMEDIATE ... COMMIT itself.
+    # commits by itself and `steps` spells BEGIN IMMEDIATE ... COMMIT itself.
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        for pragma in CONNECTION_PRAGMAS + FILE_PRAGMAS:
+        for pragma in pragmas:
             conn.execute(pragma)
+        if deadline is not None:
+            conn.set_progress_handler(deadline, PROGRESS_STEPS)
     except BaseException:
         conn.close()
         raise
     return conn
-
-
-def _is_disconnect(error: BaseException) -> bool:
-    # The test SQLAlchemy's pysqlite dialect applies (`is_disconnect`).
-    return isinstance(error, sqlite3.ProgrammingError) and "closed database" in str(error)
 
 
 def _inserted_id(cursor: sqlite3.Cursor) -> int:
@@ -66,13 +96,23 @@ def _row_count(cursor: sqlite3.Cursor) -> int:
 
 
 class SQLiteExecutor:
-    """`fetch` / `write` / `insert_id` / `transaction` on one worker thread's connection."""
+    """`fetch` / `write` / `insert_id` / `steps` on one worker thread's connection."""
 
     kind = "native"
 
-    def __init__(self, path: str, statements: StatementCache) -> None:
+    def __init__(
+        self,
+        path: str,
+        statements: StatementCache,
+        rules: DatabaseRules,
+        pragmas: Sequence[str],
+        statement_timeout: float | None = None,
+    ) -> None:
         self._path = path
         self._statements = statements
+        self._rules = rules
+        self._pragmas = tuple(pragmas)
+        self._deadline = None if statement_timeout is None else StatementDeadline(statement_timeout)
         # Transactions compile later steps in the worker while the loop compiles other
         # calls: the cache's dicts are not meant for two threads at once.
         self._compiling = threading.Lock()
@@ -91,26 +131,28 @@ class SQLiteExecutor:
         error names the statement that failed, as SQLAlchemy's does.
         """
         if self._closed:
-            raise ConnectionLostError("the provider's connections are closed")
+            raise ProviderClosedError("the provider is closed: its connection is gone")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._call, statement, work)
 
     def _call[T](self, statement: list[str], work: Callable[[sqlite3.Connection], T]) -> T:
         # Runs on the worker thread.
+        deadline = self._deadline
         try:
             if self._conn is None:
-                self._conn = _connect(self._path)
+                self._conn = _connect(self._path, self._pragmas, deadline)
+            if deadline is not None:
+                deadline.start()
             return work(self._conn)
         except sqlite3.Error as error:
-            if _is_disconnect(error):
+            fault = fault_of(error, self._rules)
+            if fault is Fault.SESSION_ENDED:
                 # Reopen on the next call, as SQLAlchemy's pool replaces an invalidated one.
                 self._drop()
-                raise ConnectionLostError(lost_connection_message(error)) from error
-            # The class SQLAlchemy's path raises (IntegrityError, OperationalError, ...),
-            # found the same way; parameters are kept out of the message.
-            raise exc.DBAPIError.instance(
-                statement[-1], None, error, sqlite3.Error, hide_parameters=True
-            ) from error
+            raise_translated(error, fault, statement[-1])
+        finally:
+            if deadline is not None:
+                deadline.clear()
 
     def _drop(self) -> None:
         """Close the worker's connection (on the worker thread); the next call opens anew."""
@@ -138,7 +180,7 @@ class SQLiteExecutor:
         sql, arguments = self._compiled(stmt, values).arguments(values)
         return await self._run([sql], lambda conn: _inserted_id(conn.execute(sql, arguments)))
 
-    async def transaction(self, steps: Sequence[Step]) -> list[int | None]:
+    async def steps(self, steps: Sequence[Step]) -> list[int | None]:
         if not steps:
             return []
         values = steps[0].values_after(None)
@@ -149,7 +191,7 @@ class SQLiteExecutor:
             if conn.in_transaction:
                 # Never BEGIN inside a transaction left open (as `sqlite_transaction`).
                 conn.execute("ROLLBACK")
-            # IMMEDIATE takes the write lock up front (see `SQLite.shared_transaction`).
+            # IMMEDIATE takes the write lock up front (see `SQLite.write_transaction_options`).
             conn.execute("BEGIN IMMEDIATE")
             try:
                 ids = self._steps(conn, steps, first, statement)
