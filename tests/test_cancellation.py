@@ -425,3 +425,21 @@ def test_every_public_storage_method_is_exercised() -> None:
     }
     exercised = {name.split(" ")[0] for name in CALLS} | {"initialize", "close"}
     assert public - exercised == set()
+
+
+async def test_a_call_that_fails_after_its_caller_was_cancelled_is_logged(
+    provider: Provider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No caller is left to see the failure, so the provider logs it."""
+    caplog.set_level("WARNING", logger="slack_agents_sa.database")
+    call = asyncio.ensure_future(provider.create_message(999, "U1", "Ann", "ann"))
+    while not provider.db._calls:  # the call has reached the database
+        assert not call.done(), "the call ended before it reached the database"
+        await asyncio.sleep(0)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await provider.db.settle()
+    [record] = [r for r in caplog.records if "caller was cancelled" in r.getMessage()]
+    assert "IntegrityError" in record.getMessage() or "ValueError" in record.getMessage()
+    await provider.set("ns", "k", {"v": 1})  # and the provider works

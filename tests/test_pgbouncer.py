@@ -124,6 +124,19 @@ def test_schema_behind_pgbouncer_qualifies_names_instead_of_a_search_path() -> N
     assert direct == {"connect_args": {"server_settings": {"search_path": "tenant"}}}
 
 
+def test_pgbouncer_false_is_direct_mode_whatever_the_url_carries() -> None:
+    """Only the option decides: the query parameters PgBouncer mode adds, written in the URL
+    by hand, leave `pgbouncer: false` in direct mode (a search_path, timeouts allowed)."""
+    url = "postgresql://u@h/db?statement_cache_size=0&prepared_statement_cache_size=0"
+    settings = ProviderSettings.from_options({"url": url, "schema": "tenant", "lock_timeout": 2})
+    session = settings.session_options()
+    assert session.pgbouncer is False
+    options = backend_for(settings.url).engine_options(settings.url, {}, session)
+    server_settings = options["connect_args"]["server_settings"]
+    assert server_settings == {"search_path": "tenant", "lock_timeout": "2000"}
+    assert "execution_options" not in options  # no schema_translate_map: direct mode
+
+
 @EXECUTORS
 async def test_without_the_option_prepared_statements_break_behind_pgbouncer(
     pgbouncer: PgBouncer, migrated_url: URL, executor: str
