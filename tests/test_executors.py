@@ -912,3 +912,29 @@ async def test_every_executor_returns_the_same_row_type(provider: Provider) -> N
     assert row.key == "k" and row._mapping["count(*)"] == 1
     assert row._fields == ("key", "value", "count(*)")
     assert row == ("k", {"v": 1}, 1)
+
+
+# --- 12. Python errors inside a transaction -------------------------------------------------
+
+
+class _Refused(RuntimeError):
+    """An error of the caller's own, raised while the transaction is open."""
+
+
+def _refuse(previous_id: int | None) -> dict[str, Any]:
+    raise _Refused(f"no values after {previous_id}")
+
+
+async def test_a_python_error_in_a_later_step_passes_through_and_writes_nothing(
+    provider: Provider,
+) -> None:
+    """Not a lost connection: the caller's own exception, as it was, on every path; the
+    first step is rolled back and the lane (or connection) serves the next call."""
+    first = insert(_entries).values(namespace="ns", key="a", value={"v": 1})
+    second = insert(_entries).values(namespace="ns", key="b", value={"v": 2})
+    for _ in range(6):  # more than the lanes: a lane kept broken would show
+        with pytest.raises(_Refused, match="no values after"):
+            await provider.db.steps([Step(first, {}), Step(second, _refuse)])
+    assert await provider.get("ns", "a") is None
+    await provider.set("ns", "a", {"v": 3})
+    assert await provider.get("ns", "a") == {"v": 3}
