@@ -37,8 +37,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql import ClauseElement
 
-from slack_agents_sa.executors.compiled import CompiledStatement, StatementCache
+from slack_agents_sa.executors.compiled import CompiledStatement
 from slack_agents_sa.executors.rows import NativeRow, row_class, rows_of
+from slack_agents_sa.executors.statement_cache import StatementCache
 
 _metadata = MetaData()
 _t = Table(

@@ -22,7 +22,7 @@ from sqlalchemy.schema import CreateSchema
 
 from slack_agents_sa.errors import MigrationLockError
 from slack_agents_sa.executors.base import Fault, LanePolicy
-from slack_agents_sa.executors.compiled import StatementCache
+from slack_agents_sa.executors.statement_cache import StatementCache
 from slack_agents_sa.models import Base, table_of
 
 if TYPE_CHECKING:

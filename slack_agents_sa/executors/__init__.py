@@ -13,8 +13,9 @@ from slack_agents_sa.executors.base import (
     Step,
     Values,
 )
-from slack_agents_sa.executors.compiled import CompiledStatement, StatementCache
+from slack_agents_sa.executors.compiled import CompiledStatement
 from slack_agents_sa.executors.engine import EngineExecutor
+from slack_agents_sa.executors.statement_cache import StatementCache
 
 __all__ = [
     "CompiledStatement",

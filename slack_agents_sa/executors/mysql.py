@@ -16,9 +16,9 @@ from sqlalchemy import ClauseElement
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from slack_agents_sa.executors.base import DatabaseRules, LanePolicy, Step, Values
-from slack_agents_sa.executors.compiled import StatementCache
 from slack_agents_sa.executors.lanes import Lanes
 from slack_agents_sa.executors.packets import packet_too_large, statement_size
+from slack_agents_sa.executors.statement_cache import StatementCache
 
 
 class _NoInsertedId(RuntimeError):

@@ -22,8 +22,9 @@ from sqlalchemy import ClauseElement
 
 from slack_agents_sa.errors import ProviderClosedError
 from slack_agents_sa.executors.base import DatabaseRules, Fault, Step, Values
-from slack_agents_sa.executors.compiled import CompiledStatement, StatementCache
+from slack_agents_sa.executors.compiled import CompiledStatement
 from slack_agents_sa.executors.errors import fault_of, raise_translated
+from slack_agents_sa.executors.statement_cache import StatementCache
 
 #: SQLite VM instructions between two looks at a statement's deadline: ~1 ms of work, so a
 #: short statement never pays for one and a runaway one stops within a few milliseconds.
