@@ -293,6 +293,9 @@ class Database:
         """End the provider: refuse every later call (a running prune's next batch
         included), wait for the calls still running, then close every connection."""
         self._closed = True
+        # Calls queued for a connection are refused as they get one, rather than run.
+        self._executor.refuse()
+        self._engine_path.refuse()
         await self.settle()
         executor, self._executor = self._executor, self._engine_path
         await executor.close()

@@ -127,5 +127,9 @@ class Executor(Protocol):
     async def steps(self, steps: Sequence[Step]) -> list[int | None]:
         """Run `steps` as one transaction; the id each `returns_id` step inserted."""
 
+    def refuse(self) -> None:
+        """Refuse every call from now on (`ProviderClosedError`), those still waiting for a
+        connection included; calls already running go on. `close` follows."""
+
     async def close(self) -> None:
         """Release every connection the executor holds."""

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import ClauseElement, CursorResult, Executable
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from slack_agents_sa.errors import ProviderClosedError
 from slack_agents_sa.executors.base import DatabaseRules, Step, Values
 from slack_agents_sa.executors.errors import engine_error
 from slack_agents_sa.executors.rows import rows_of
@@ -67,6 +68,7 @@ class EngineExecutor:
         self._autocommit = engine.execution_options(**autocommit_options)
         self._writing = engine.execution_options(**write_options) if write_options else engine
         self._turns = asyncio.Lock() if one_at_a_time else None
+        self._refused = False
 
     def _turn(self) -> AbstractAsyncContextManager[Any]:
         return self._turns if self._turns is not None else nullcontext()
@@ -77,6 +79,7 @@ class EngineExecutor:
         async with self._turn():
             try:
                 async with self._autocommit.connect() as conn:
+                    self._refuse_if_closed()
                     yield conn
             except Exception as error:
                 _raise(engine_error(error, self._rules), error)
@@ -87,6 +90,7 @@ class EngineExecutor:
         async with self._turn():
             try:
                 async with self._writing.begin() as conn:
+                    self._refuse_if_closed()
                     yield conn
             except Exception as error:
                 _raise(engine_error(error, self._rules), error)
@@ -121,6 +125,15 @@ class EngineExecutor:
                 else:
                     ids.append(None)
         return ids
+
+    def refuse(self) -> None:
+        """Refuse every call from now on, those waiting in SQLAlchemy's pool included (each
+        is refused as it gets its connection, running nothing); calls running go on."""
+        self._refused = True
+
+    def _refuse_if_closed(self) -> None:
+        if self._refused:
+            raise ProviderClosedError("the provider is closed: its connections are gone")
 
     async def close(self) -> None:
         return None

@@ -90,9 +90,17 @@ class Lanes:
             raise
         self._free.put_nowait(lane)
 
-    async def _take(self) -> Lane:
+    def refuse(self) -> None:
+        """Refuse every call from now on, those waiting for a lane included (each is refused
+        as it wakes, opening nothing); calls holding a lane run to their end."""
+        self._closed = True
+
+    def _refuse_if_closed(self) -> None:
         if self._closed:
             raise ProviderClosedError("the provider is closed: its connections are gone")
+
+    async def _take(self) -> Lane:
+        self._refuse_if_closed()
         try:
             async with asyncio.timeout(self._policy.timeout):
                 token = await self._free.get()
@@ -102,6 +110,10 @@ class Lanes:
                 f"({self._policy.timeout:g} s): all {self._policy.size} are busy with other "
                 "calls; raise `pool_size` or `pool_timeout`"
             ) from None
+        if self._closed:
+            # Closed while this call waited: it runs nothing and opens no connection.
+            self._free.put_nowait(token)
+            self._refuse_if_closed()
         lane = token
         try:
             if lane is not None and not await self._still_good(lane):
@@ -166,7 +178,7 @@ class Lanes:
 
     async def close(self) -> None:
         """Close every lane (callers have settled: see `Database.dispose`)."""
-        self._closed = True
+        self.refuse()
         lanes, self._open = self._open, set()
         for lane in lanes:
             # Not back to any pool: a lane's session state (autocommit on MySQL) is ours.

@@ -118,6 +118,9 @@ class MySQLExecutor:
                 raise
         return ids
 
+    def refuse(self) -> None:
+        self._lanes.refuse()
+
     async def close(self) -> None:
         await self._lanes.close()
         await self._engine.dispose()

@@ -78,6 +78,9 @@ class PostgresExecutor:
                     ids.append(None)
         return ids
 
+    def refuse(self) -> None:
+        self._lanes.refuse()
+
     async def close(self) -> None:
         await self._lanes.close()
         await self._engine.dispose()

@@ -233,6 +233,11 @@ class SQLiteExecutor:
                 ids.append(None)
         return ids
 
+    def refuse(self) -> None:
+        """Nothing to do: `Database` refuses new calls; the worker's one connection stays
+        open for the calls already queued on it until `close`."""
+        return None
+
     async def close(self) -> None:
         """Close the connection on its thread, then the thread (callers have settled)."""
         if self._closed:
