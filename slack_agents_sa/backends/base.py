@@ -189,7 +189,10 @@ class Backend:
     def fault_of(self, error: BaseException) -> Fault | None:
         """What a driver's `error` means (None: not the driver's). Here: by the DB-API
         exception class names every driver follows (PEP 249); a lost connection is what
-        SQLAlchemy's dialect says (`connection_invalidated`), on its path only."""
+        SQLAlchemy's dialect says (`connection_invalidated`), on its path only. Text a
+        driver cannot encode (a lone surrogate) is a value that cannot be stored."""
+        if isinstance(error, UnicodeEncodeError):
+            return Fault.INVALID_VALUE
         for kind in type(error).__mro__:
             fault = _FAULT_BY_DBAPI_NAME.get(kind.__name__)
             if fault is not None:

@@ -178,13 +178,23 @@ class MySQL(Backend):
         found = conn.info.get(_STATEMENT_TIME)
         if found is not None:
             statement, _value = found
-            await conn.exec_driver_sql(statement, (0,))
+            await conn.run_sync(_set_session, statement, 0)
 
     async def after_migration(self, conn: AsyncConnection) -> None:
         found = conn.info.get(_STATEMENT_TIME)
         if found is not None:
             statement, value = found
-            await conn.exec_driver_sql(statement, (value,))
+            await conn.run_sync(_set_session, statement, value)
+
+
+def _set_session(conn: Connection, statement: str, value: Any) -> None:
+    """A session SET on the driver's connection, past SQLAlchemy's transaction handling:
+    `exec_driver_sql` would autobegin, and `migration_transaction`'s BEGIN then fails."""
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(statement, (value,))
+    finally:
+        cursor.close()
 
 
 #: The statements that set a session's statement time limit (MariaDB's, MySQL's).

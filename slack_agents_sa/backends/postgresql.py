@@ -171,6 +171,11 @@ class PostgreSQL(Backend):
             return Fault.SESSION_ENDED
         if isinstance(error, asyncpg.InvalidCachedStatementError):
             return Fault.CONFLICT  # nothing ran; asyncpg re-prepares on the next try
+        if isinstance(error, asyncpg.DataError) and error.__cause__ is not None:
+            # asyncpg could not encode an argument (text with a lone surrogate, a value of the
+            # wrong type): raised client-side as SQLSTATE 22000, the encoder's error as its
+            # cause, before the statement ran. A server's 22xxx has no cause.
+            return Fault.INVALID_VALUE
         state = getattr(error, "sqlstate", None)
         if isinstance(error, asyncpg.PostgresError) or isinstance(state, str):
             state = str(state or "")
@@ -182,7 +187,7 @@ class PostgreSQL(Backend):
             # asyncpg's client-side DataError (a ValueError; its public name is taken by
             # SQLSTATE class 22) is raised before anything is sent: a value the column cannot
             # take. Every other interface error leaves the protocol where nobody may trust it.
-            return Fault.DATA if isinstance(error, ValueError) else Fault.SESSION_ENDED
+            return Fault.INVALID_VALUE if isinstance(error, ValueError) else Fault.SESSION_ENDED
         if isinstance(error, OSError | asyncpg.exceptions.InternalClientError):
             return Fault.SESSION_ENDED
         return None

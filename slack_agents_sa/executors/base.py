@@ -65,6 +65,9 @@ class Fault(enum.Enum):
     STATEMENT_TIMEOUT = "statement timeout"
     #: The statement waited past the lock timeout for a lock another session holds.
     LOCK_TIMEOUT = "lock timeout"
+    #: A value the driver could not encode for the database (text its encoding cannot
+    #: hold): refused before the statement ran; the connection stays usable.
+    INVALID_VALUE = "invalid value"
     #: The session is gone (connection error, server shut down, killed): the connection
     #: must never be used again.
     SESSION_ENDED = "session ended"

@@ -65,6 +65,8 @@ def translated(
         return wrapped if wrapped is not None else error
     if fault is Fault.SESSION_ENDED:
         return ConnectionLostError(lost_connection_message(error))
+    if fault is Fault.INVALID_VALUE:
+        return invalid_value(error)
     if fault is Fault.STATEMENT_TIMEOUT:
         return StatementTimeoutError(
             f"the database stopped the statement ({name}): it ran past the statement timeout "
@@ -114,6 +116,9 @@ def engine_error(error: Exception, rules: DatabaseRules) -> BaseException:
     if isinstance(error, exc.StatementError) and isinstance(error.orig, TypeError | ValueError):
         # A value SQLAlchemy could not bind (not JSON, NaN, naive datetime): nothing was sent.
         return invalid_value(error.orig)
+    if fault_of(error, rules) is Fault.INVALID_VALUE:
+        # Text a driver (or our packet-size check) could not encode: nothing was sent.
+        return invalid_value(error)
     if isinstance(error, OSError):
         return ConnectionLostError(f"cannot reach the database: {error}")
     return error

@@ -145,7 +145,8 @@ class SQLiteExecutor:
             if deadline is not None:
                 deadline.start()
             return work(self._conn)
-        except sqlite3.Error as error:
+        except (sqlite3.Error, UnicodeEncodeError) as error:
+            # UnicodeEncodeError: sqlite3 could not bind text (a lone surrogate); nothing ran.
             fault = fault_of(error, self._rules)
             if fault is Fault.SESSION_ENDED:
                 # Reopen on the next call, as SQLAlchemy's pool replaces an invalidated one.
