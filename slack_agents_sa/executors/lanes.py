@@ -101,19 +101,10 @@ class Lanes:
 
     async def _take(self) -> Lane:
         self._refuse_if_closed()
-        try:
-            async with asyncio.timeout(self._policy.timeout):
-                token = await self._free.get()
-        except TimeoutError:
-            raise PoolTimeoutError(
-                f"no connection came free within option `pool_timeout` "
-                f"({self._policy.timeout:g} s): all {self._policy.size} are busy with other "
-                "calls; raise `pool_size` or `pool_timeout`"
-            ) from None
-        if self._closed:
-            # Closed while this call waited: it runs nothing and opens no connection.
-            self._free.put_nowait(token)
-            self._refuse_if_closed()
+        if self._free.qsize():  # a slot is free: no wait, so no timer (the hot path)
+            token = self._free.get_nowait()
+        else:
+            token = await self._wait_for_slot()
         lane = token
         try:
             if lane is not None and not await self._still_good(lane):
@@ -127,6 +118,23 @@ class Lanes:
             self._free.put_nowait(None)
             raise
         return lane
+
+    async def _wait_for_slot(self) -> Lane | None:
+        """The next slot freed, within `pool_timeout`; refused if the provider closed
+        meanwhile (then it runs nothing and opens no connection)."""
+        try:
+            async with asyncio.timeout(self._policy.timeout):
+                token = await self._free.get()
+        except TimeoutError:
+            raise PoolTimeoutError(
+                f"no connection came free within option `pool_timeout` "
+                f"({self._policy.timeout:g} s): all {self._policy.size} are busy with other "
+                "calls; raise `pool_size` or `pool_timeout`"
+            ) from None
+        if self._closed:
+            self._free.put_nowait(token)
+            self._refuse_if_closed()
+        return token
 
     async def _still_good(self, lane: Lane) -> bool:
         """What a pool checks at checkout: closed by the server while idle (asked of the
