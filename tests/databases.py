@@ -158,6 +158,9 @@ PGBOUNCER_MODULES = frozenset(
         "test_differential",
     }
 )
+#: The modules `./dev lowest` runs on the lowest dependency versions pyproject.toml allows:
+#: the conformance modules and the checks of what we read from the drivers.
+LOWEST_MODULES = PGBOUNCER_MODULES | {"test_driver_assumptions"}
 #: Server backends on both executors (and aiomysql).
 SERVER_BACKENDS = [POSTGRES, POSTGRES_SQLALCHEMY, MYSQL, MYSQL_SQLALCHEMY, MYSQL_AIOMYSQL]
 
