@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import ColumnElement, func, select, text
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from slack_agents_sa import Provider
@@ -32,6 +32,7 @@ from tests.databases import (
     backend_params,
     empty_all_tables,
     opened_provider,
+    scratch_database,
 )
 
 #: A test body not done after this many seconds is hung.
@@ -151,6 +152,14 @@ def _scratch(request: pytest.FixtureRequest, server_databases: dict[Backend, URL
 #: Each server backend on either path / on its native executor, with its emptied database.
 server_db = pytest.fixture(params=backend_params(SERVER_BACKENDS), name="server_db")(_scratch)
 native_db = pytest.fixture(params=backend_params([POSTGRES, MYSQL]), name="native_db")(_scratch)
+
+
+@pytest.fixture(params=backend_params(SERVER_BACKENDS))
+async def own_db(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Backend, URL]]:
+    """A new database no other client uses, for counting every session on it: the shared
+    test databases also hold other clients' sessions (PgBouncer keeps its own open)."""
+    async with scratch_database(request.param) as url:
+        yield request.param, make_url(url)
 
 
 def _session_id(url: URL) -> ColumnElement[Any]:
@@ -317,9 +326,9 @@ async def test_a_connection_killed_while_idle_is_replaced_with_pool_pre_ping(
 
 
 async def test_close_refuses_every_later_call_and_leaves_no_connection(
-    server_db: tuple[Backend, URL],
+    own_db: tuple[Backend, URL],
 ) -> None:
-    backend, url = server_db
+    backend, url = own_db
     async with (
         asyncio.timeout(HANG_S),
         _watching(url) as server,
@@ -342,11 +351,11 @@ async def test_close_refuses_every_later_call_and_leaves_no_connection(
 
 
 async def test_close_with_a_call_in_flight_and_one_queued_for_its_connection(
-    server_db: tuple[Backend, URL],
+    own_db: tuple[Backend, URL],
 ) -> None:
     """The call in flight completes or is refused, close() ends; natively the call queued
     for the lane is refused, and the lane, past `pool_recycle`, is not reconnected."""
-    backend, url = server_db
+    backend, url = own_db
     sleep = func.sleep(0.5) if _is_mysql(url) else func.pg_sleep(0.5)
     async with (
         asyncio.timeout(HANG_S),
