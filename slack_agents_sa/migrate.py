@@ -1,6 +1,7 @@
 """Alembic driven from code: where the migrations are, upgrade at start-up, the schema check.
 
-Start-up reads where the schema stands (one read, no lock) and takes the migration locks
+Start-up at head never comes here (`schema_version.is_at_head`: one read without Alembic).
+Otherwise it reads where the schema stands (one read, no lock) and takes the migration locks
 only when there is something to migrate: first this process's (Alembic's `alembic.context`
 and `alembic.op` are process-wide, so one migration runs at a time in a process), then the
 database's. A schema newer than this release (a rolling deploy) is used as it is when its
@@ -34,11 +35,9 @@ from slack_agents_sa.backends import MIGRATION_LOCK_TIMEOUT_S, backend_for
 from slack_agents_sa.backends.base import lock_not_taken
 from slack_agents_sa.errors import MigrationError, SchemaOutOfDateError, SchemaTooNewError
 from slack_agents_sa.models import OUR_TABLES, SchemaCompatibility, table_of
+from slack_agents_sa.schema_version import VERSION_TABLE as VERSION_TABLE  # env.py imports it here
 
 logger = logging.getLogger(__name__)
-
-#: Our own version table, so a host app's `alembic_version` is never touched.
-VERSION_TABLE = "slack_agents_sa_version"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from slack_agents.storage.base import BaseStorageProvider
 
-from slack_agents_sa import migrate, tracing
+from slack_agents_sa import tracing
 from slack_agents_sa.conversations import ConversationMethods
 from slack_agents_sa.database import Database
 from slack_agents_sa.export import ExportMethods
@@ -16,6 +16,7 @@ from slack_agents_sa.keyvalue import KeyValueMethods
 from slack_agents_sa.oauth import OAuthMethods
 from slack_agents_sa.retention import RetentionMethods
 from slack_agents_sa.settings import ProviderSettings, safe_url
+from slack_agents_sa.startup import open_database
 
 logger = logging.getLogger(__name__)
 
@@ -62,19 +63,10 @@ class Provider(
         await asyncio.shield(self._starting)
 
     async def _start(self) -> None:
-        database = Database(self.settings)
         try:
-            if self.settings.migrate:
-                await migrate.upgrade_to_head(database.engine, self.settings.db_schema)
-            else:
-                await migrate.require_head(database.engine)
-            await database.open()
-        except BaseException:
-            await database.dispose()
-            raise
+            self._database = await open_database(self.settings)
         finally:
             self._starting = None
-        self._database = database
         logger.info(
             "slack_agents_sa storage ready (%s)",
             safe_url(self.settings.url),

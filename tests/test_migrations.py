@@ -26,6 +26,7 @@ from slack_agents_sa.migrate import (
     script_location,
 )
 from slack_agents_sa.models import OUR_TABLES, metadata
+from slack_agents_sa.schema_version import HEAD
 from slack_agents_sa.settings import normalize_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +56,12 @@ async def _run_sync(url: str, fn: Any) -> Any:
 def test_migrations_have_a_single_head() -> None:
     heads = ScriptDirectory.from_config(alembic_config()).get_heads()
     assert len(heads) == 1
+
+
+def test_the_head_start_up_checks_without_alembic_is_alembics_head() -> None:
+    # A new migration moves `schema_version.HEAD` too: start-up at head reads only that.
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    assert heads == [HEAD]
 
 
 def test_checkout_uses_the_repo_alembic_folder() -> None:
