@@ -1,9 +1,15 @@
-"""SQLAlchemy 2.x async storage for python-slack-agents: `storage: {type: slack_agents_sa}`."""
+"""SQLAlchemy 2.x async storage for python-slack-agents: `storage: {type: slack_agents_sa}`.
+
+What an agent process needs is imported here; `Stats` and `collect_stats` load on first use.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from slack_agents_sa.errors import (
     ConfigError,
     ConnectionLostError,
     DecryptionError,
+    ImportSourceError,
     MigrationError,
     MigrationLockError,
     ProviderClosedError,
@@ -26,7 +32,19 @@ from slack_agents_sa.models import (
 )
 from slack_agents_sa.provider import Provider
 from slack_agents_sa.retention import PruneResult
-from slack_agents_sa.stats import Stats, collect_stats
+
+if TYPE_CHECKING:
+    from slack_agents_sa.stats import Stats, collect_stats
+
+
+def __getattr__(name: str) -> Any:
+    """`Stats` and `collect_stats`, imported when first asked for."""
+    if name in ("Stats", "collect_stats"):
+        from slack_agents_sa import stats
+
+        return getattr(stats, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Base",
@@ -36,6 +54,7 @@ __all__ = [
     "Conversation",
     "DecryptionError",
     "Heartbeat",
+    "ImportSourceError",
     "KeyValueEntry",
     "ListItem",
     "Message",

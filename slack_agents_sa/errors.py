@@ -27,6 +27,10 @@ class ConnectionLostError(SlackAgentsSAError, ConnectionError):
     """
 
 
+class ImportSourceError(SlackAgentsSAError):
+    """The source is not a database of the host's built-in sqlite or postgres provider."""
+
+
 class MigrationError(SlackAgentsSAError, RuntimeError):
     """A migration was refused, or rolled back, before it could leave the database damaged."""
 

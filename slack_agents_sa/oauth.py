@@ -2,7 +2,7 @@
 
 The secret columns (`access_token`, `refresh_token_enc`, `client_secret`) are bound
 parameters only; they never appear in our messages or logs. With option `encryption_keys`,
-`access_token` and `client_secret` are stored encrypted (see `keys.py`); `refresh_token_enc`
+`access_token` and `client_secret` are stored encrypted (see `secretbox.py`); `refresh_token_enc`
 comes encrypted by the host and is stored as given.
 """
 
@@ -15,8 +15,8 @@ from slack_agents.storage.base import OAuthClientRow, OAuthTokenRow
 from sqlalchemy import bindparam, delete, select
 
 from slack_agents_sa.database import UsesDatabase
-from slack_agents_sa.keys import open_secret, seal_secret
 from slack_agents_sa.models import KEY_LENGTH, NAME_LENGTH, OAuthClient, OAuthToken, table_of
+from slack_agents_sa.secretbox import open_secret, seal_secret
 from slack_agents_sa.validation import check_text
 
 _TOKEN_FIELDS = tuple(OAuthTokenRow.__dataclass_fields__)

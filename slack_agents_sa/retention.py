@@ -14,19 +14,14 @@ Key-value data goes by its stored time: `set` values by their last write (`updat
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import re
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
 
 from sqlalchemy import ColumnElement, Delete, Select, and_, delete, exists, func, or_, select
-from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from slack_agents_sa.database import Database, UsesDatabase
@@ -40,7 +35,7 @@ from slack_agents_sa.models import (
     ToolCall,
     table_of,
 )
-from slack_agents_sa.progress import progress_bar, shows_progress
+from slack_agents_sa.progress import OnProgress
 from slack_agents_sa.types import utcnow
 from slack_agents_sa.validation import check_text
 
@@ -50,8 +45,6 @@ from slack_agents_sa.validation import check_text
 DEFAULT_BATCH_SIZE = 10
 #: Rows per statement when pruning a namespace (each DELETE is its own transaction).
 DEFAULT_NAMESPACE_BATCH_SIZE = 1000
-#: The longest age `--older-than` takes (100 years): a longer one is surely a typo.
-_LONGEST_AGE = timedelta(days=36_500)
 
 _conversations = table_of(Conversation)
 _messages = table_of(Message)
@@ -60,7 +53,7 @@ _tool_calls = table_of(ToolCall)
 _entries = table_of(KeyValueEntry)
 _items = table_of(ListItem)
 
-#: What `prune` counts, in the order the CLI prints them.
+#: What `prune` counts, in the order they are reported.
 CONVERSATION_TABLES = ("conversations", "messages", "blocks", "tool_calls")
 NAMESPACE_TABLES = ("kv_entries", "list_items")
 
@@ -85,19 +78,10 @@ class PruneResult:
         self.batches += 1
         self.longest_batch_ms = max(self.longest_batch_ms, (time.perf_counter() - started) * 1e3)
 
-    def table(self) -> str:
-        """The summary the CLI prints."""
-        verb = "would delete (dry run)" if self.dry_run else "deleted"
-        lines = [f"{verb}: older than {self.cutoff.isoformat(timespec='seconds')}"]
-        lines.append(f"{'table':<16}{'rows':>12}")
-        lines += [f"{table:<16}{rows:>12}" for table, rows in self.counts.items()]
-        lines.append(f"batches: {self.batches}, longest {self.longest_batch_ms:.1f} ms")
-        return "\n".join(lines)
-
 
 #: Called after each batch with how many candidates (conversations, or rows of a namespace)
-#: it went through: the CLI's progress bar.
-OnBatch = Callable[[int], object]
+#: it went through.
+OnBatch = OnProgress
 
 
 def cutoff_of(older_than: timedelta | datetime) -> datetime:
@@ -200,7 +184,7 @@ async def prune_conversations(
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_batch: OnBatch | None = None,
 ) -> PruneResult:
-    """`RetentionMethods.prune` with the cut-off already worked out (the CLI's entry)."""
+    """`RetentionMethods.prune` with the cut-off already worked out (the command line's entry)."""
     old = _last_active_before(cutoff, agent_name)
     result = PruneResult(cutoff, dry_run, dict.fromkeys(CONVERSATION_TABLES, 0))
     after = 0
@@ -232,7 +216,7 @@ async def _give_way(batch_started: float) -> None:
 
 
 async def count_old_conversations(db: Database, cutoff: datetime, agent_name: str | None) -> int:
-    """How many conversations a prune would go through (the CLI's progress bar total)."""
+    """How many conversations a prune would go through (a progress bar's total)."""
     old = _last_active_before(cutoff, agent_name)
     stmt = select(func.count()).select_from(_conversations).where(old)
     return int((await db.execute(stmt)).scalar_one())
@@ -281,7 +265,7 @@ async def prune_key_values(
     batch_size: int = DEFAULT_NAMESPACE_BATCH_SIZE,
     on_batch: OnBatch | None = None,
 ) -> PruneResult:
-    """`RetentionMethods.prune_namespace` with the cut-off worked out (the CLI's entry)."""
+    """`RetentionMethods.prune_namespace` with the cut-off worked out (the command line's entry)."""
     result = PruneResult(cutoff, dry_run, dict.fromkeys(NAMESPACE_TABLES, 0))
     if dry_run:
         started = time.perf_counter()
@@ -319,7 +303,7 @@ async def prune_key_values(
 
 
 async def count_old_key_values(db: Database, namespace: str, cutoff: datetime) -> int:
-    """How many rows a namespace prune would go through (the CLI's progress bar total)."""
+    """How many rows a namespace prune would go through (a progress bar's total)."""
     return sum((await _count_namespace_rows(db, namespace, cutoff)).values())
 
 
@@ -368,118 +352,3 @@ class RetentionMethods(UsesDatabase):
         return await prune_key_values(
             self.db, namespace, cutoff, dry_run, _check_batch_size(batch_size), on_batch
         )
-
-
-# --- the CLI verb ---------------------------------------------------------------------------
-
-_DURATION = re.compile(r"([0-9]{1,9})([dhm])")
-_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
-
-
-def parse_duration(text: str) -> timedelta:
-    """`90d`, `12h` or `30m` as a timedelta; argparse's type error (exit 2) otherwise."""
-    match = _DURATION.fullmatch(text.strip())
-    if match is None:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration: write a whole number and d, h or m (90d, 12h, 30m)"
-        )
-    age = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-    if age <= timedelta(0):
-        raise argparse.ArgumentTypeError("the duration must be more than 0")
-    if age > _LONGEST_AGE:
-        raise argparse.ArgumentTypeError("the duration may be at most 36500d (100 years)")
-    return age
-
-
-def _batch_size(text: str) -> int:
-    if not re.fullmatch(r"[0-9]{1,9}", text) or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return int(text)
-
-
-async def cmd_prune(url: URL, args: argparse.Namespace) -> int:
-    from slack_agents_sa.cli import EXIT_OK, UsageError
-    from slack_agents_sa.provider import Provider
-
-    for option, value in (("--agent", args.agent), ("--namespace", args.namespace)):
-        if value is not None:
-            try:
-                check_text(option, value, NAME_LENGTH)
-            except ValueError as error:
-                raise UsageError(str(error)) from None
-    by_namespace = args.namespace is not None
-    if args.batch_size is None:
-        args.batch_size = DEFAULT_NAMESPACE_BATCH_SIZE if by_namespace else DEFAULT_BATCH_SIZE
-    options: dict[str, Any] = {"migrate": False}  # a maintenance job never changes the schema
-    if args.schema is not None:
-        options["schema"] = args.schema
-    storage = Provider(url=url.render_as_string(hide_password=False), **options)
-    await storage.initialize()
-    try:
-        db = storage.db
-        cutoff = utcnow() - args.older_than
-        show = shows_progress(not args.no_progress)
-        total = None
-        if show and by_namespace:
-            total = await count_old_key_values(db, args.namespace, cutoff)
-        elif show:
-            total = await count_old_conversations(db, cutoff, args.agent)
-        with progress_bar(
-            total,
-            unit="row" if by_namespace else "conversation",
-            desc="counting" if args.dry_run else "pruning",
-            wanted=show,
-        ) as bar:
-            try:
-                if by_namespace:
-                    result = await prune_key_values(
-                        db, args.namespace, cutoff, args.dry_run, args.batch_size, bar.update
-                    )
-                else:
-                    result = await prune_conversations(
-                        db, cutoff, args.agent, args.dry_run, args.batch_size, bar.update
-                    )
-            except asyncio.CancelledError:  # Ctrl-C
-                print(
-                    "interrupted: every batch is whole; run the same command to carry on",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                raise
-    finally:
-        await storage.close()
-    print(result.table())
-    return EXIT_OK
-
-
-def add_command(commands: Any) -> None:
-    """Register the `prune` verb on the CLI's subparsers."""
-    prune = commands.add_parser(
-        "prune",
-        help="delete conversations (or a namespace's key-value data) older than an age",
-        description="Delete conversations last active before now minus --older-than, with "
-        "their messages, blocks and tool calls, in short transactions; or, with --namespace, "
-        "that namespace's set values last written and appended items appended before it. "
-        "Interrupted, run it again: it carries on.",
-    )
-    prune.add_argument(
-        "--older-than",
-        required=True,
-        type=parse_duration,
-        metavar="AGE",
-        help="90d, 12h or 30m: prune what is older than this",
-    )
-    which = prune.add_mutually_exclusive_group()
-    which.add_argument("--agent", help="only this agent's conversations")
-    which.add_argument("--namespace", help="prune this key-value namespace instead")
-    prune.add_argument("--dry-run", action="store_true", help="count, delete nothing")
-    prune.add_argument(
-        "--batch-size",
-        type=_batch_size,
-        default=None,
-        metavar="N",
-        help=f"conversations per transaction (default {DEFAULT_BATCH_SIZE}); "
-        f"with --namespace, rows per statement (default {DEFAULT_NAMESPACE_BATCH_SIZE})",
-    )
-    prune.add_argument("--no-progress", action="store_true", help="no progress bar")
-    prune.set_defaults(run=cmd_prune)

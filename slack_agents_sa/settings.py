@@ -21,9 +21,9 @@ from pydantic import (
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from slack_agents_sa.backends import SessionOptions, backend_for
+from slack_agents_sa.backends import SessionOptions, async_drivername, backend_for
 from slack_agents_sa.errors import ConfigError
-from slack_agents_sa.keys import SecretBox, split_keys
+from slack_agents_sa.secretbox import SecretBox, split_keys
 
 #: Where the embedded default keeps its data: a SQLite file in the working directory.
 DEFAULT_URL = "sqlite+aiosqlite:///slack_agents_sa.db"
@@ -35,15 +35,6 @@ SCHEMA_NAME = re.compile(r"\A(?!pg_)[a-z_][a-z0-9_]{0,62}\Z")
 
 #: Environment variable the CLI tools (alembic, the demo) read the URL from.
 URL_ENV_VAR = "SLACK_AGENTS_SA_URL"
-
-# Plain URL schemes and the async driver each gets.
-_ASYNC_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "postgres": "postgresql+asyncpg",
-    "postgresql": "postgresql+asyncpg",
-    "mysql": "mysql+asyncmy",
-    "mariadb": "mariadb+asyncmy",
-}
 
 # The pip extra of ours that brings an optional driver module.
 _DRIVER_EXTRAS = {"asyncmy": "mysql", "aiomysql": "aiomysql", "pymysql": "aiomysql"}
@@ -108,8 +99,7 @@ def normalize_url(raw: str) -> URL:
         ) from None
     except ValueError:  # SQLAlchemy's int() of the port, whose message would echo it
         raise ValueError("the port in the database URL is not a number") from None
-    drivername = _ASYNC_DRIVERS.get(url.drivername, url.drivername)
-    url = url.set(drivername=drivername)
+    url = url.set(drivername=async_drivername(url.drivername))
     shown = safe_url(url)
     try:
         dialect_cls = url.get_dialect()
@@ -129,13 +119,10 @@ def normalize_url(raw: str) -> URL:
         extra = _DRIVER_EXTRAS.get(module)
         hint = f"pip install 'slack_agents_sa[{extra}]'" if extra else f"pip install {module}"
         raise ValueError(f"driver {driver!r} for {shown} is not installed: {hint}") from None
-    if dialect_cls.name in ("mysql", "mariadb"):
-        # Connections default to the server's character set, which may not hold emoji.
-        charset = url.query.get("charset", "utf8mb4")
-        if charset != "utf8mb4":
-            raise ValueError(f"charset={charset!r} in {shown} cannot hold all Unicode; use utf8mb4")
-        url = url.update_query_dict({"charset": "utf8mb4"})
-    return url
+    try:
+        return backend_for(url).checked_url(url)
+    except ValueError as error:
+        raise ValueError(f"{error} (in {shown})") from None
 
 
 def check_schema(url: URL, schema: str) -> None:
@@ -195,7 +182,7 @@ class ProviderSettings(BaseModel):
     #: whole seconds, SQLite's busy timeout). None: the database's default (SQLite: 30 s).
     lock_timeout: float | None = Field(default=None, gt=0)
     #: Fernet keys (a list, or one comma-separated string) that encrypt the OAuth secrets we
-    #: store: the first encrypts, all decrypt (see `keys.py`). None: stored as given.
+    #: store: the first encrypts, all decrypt (see `secretbox.py`). None: stored as given.
     encryption_keys: tuple[SecretStr, ...] | None = None
     _secrets: SecretBox | None = PrivateAttr(default=None)
 

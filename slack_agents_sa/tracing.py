@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import sys
 from collections.abc import Callable, Coroutine, Iterator
 from importlib import metadata
+from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
 from slack_agents.storage.base import BaseStorageProvider
@@ -27,9 +29,10 @@ if TYPE_CHECKING:
 
 type _Method = Callable[..., Coroutine[Any, Any, Any]]
 
-#: The tracer every span starts from, set by `instrument`. A ProxyTracer when no
-#: TracerProvider is set yet: it follows one the host sets later. Tests put their own here.
-_tracer: Tracer
+#: The tracer every span starts from, taken at the first call made once OpenTelemetry is
+#: loaded. A ProxyTracer when no TracerProvider is set yet: it follows one the host sets
+#: later. Tests put their own here.
+_tracer: Tracer | None = None
 
 AGENT_NAME = "slack_agents.agent_name"
 CONVERSATION_ID = "slack_agents.conversation_id"
@@ -66,14 +69,27 @@ def instrument(provider_class: type) -> None:
     host's own defaults are left unwrapped (so tests/test_contract_coverage.py still sees
     one that is not overridden).
     """
-    try:
-        from opentelemetry import trace
+    try:  # finding `opentelemetry.trace` imports only its namespace package
+        if find_spec("opentelemetry.trace") is None:
+            return
     except ImportError:
         return
-    global _tracer
-    _tracer = trace.get_tracer("slack_agents_sa", _version())
     for name, method in _public_async_methods(provider_class):
         setattr(provider_class, name, _traced(name, method))
+
+
+def _active_tracer() -> Tracer | None:
+    """The tracer to start spans from; None while nothing in this process has loaded
+    OpenTelemetry's API. Then no TracerProvider can be set, and every span would be a
+    no-op: not worth loading the API for (it stays out of an untraced agent's memory)."""
+    global _tracer
+    if _tracer is None:
+        if "opentelemetry.trace" not in sys.modules:
+            return None
+        from opentelemetry import trace
+
+        _tracer = trace.get_tracer("slack_agents_sa", _version())
+    return _tracer
 
 
 def _version() -> str | None:
@@ -96,8 +112,6 @@ def _public_async_methods(provider_class: type) -> Iterator[tuple[str, _Method]]
 
 
 def _traced(name: str, method: _Method) -> _Method:
-    from opentelemetry.trace import StatusCode, use_span
-
     span_name = f"slack_agents_sa.{name}"
     parameters = list(inspect.signature(method).parameters.values())[1:]  # after self
     recorded = [
@@ -121,7 +135,12 @@ def _traced(name: str, method: _Method) -> _Method:
 
     @functools.wraps(method)
     async def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
-        span = _tracer.start_span(span_name)
+        tracer = _active_tracer()
+        if tracer is None:
+            return await method(self, *args, **kwargs)
+        from opentelemetry.trace import StatusCode, use_span  # loaded: a dictionary lookup
+
+        span = tracer.start_span(span_name)
         if not span.get_span_context().is_valid:
             # The API without an SDK (or before one is set): a no-op span, nothing to end;
             # the caller's current span stays current for whatever runs inside.

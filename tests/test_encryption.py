@@ -12,9 +12,11 @@ from cryptography.fernet import Fernet
 from sqlalchemy import Connection, event, insert, select, update
 
 from slack_agents_sa import Provider, cli
+from slack_agents_sa.cli.keys import KEYS_ENV_VAR
 from slack_agents_sa.errors import ConfigError, DecryptionError
-from slack_agents_sa.keys import KEYS_ENV_VAR, PREFIX, SecretBox, rotate_keys
+from slack_agents_sa.keys import rotate_keys
 from slack_agents_sa.models import OAuthClient, OAuthToken, table_of
+from slack_agents_sa.secretbox import PREFIX, SecretBox
 from tests import samples
 from tests.test_cli import run_cli
 

@@ -22,7 +22,8 @@ from slack_agents.storage.base import BaseStorageProvider
 from sqlalchemy.engine import URL
 
 from slack_agents_sa import Provider
-from slack_agents_sa.importer import ImportSourceError, import_database
+from slack_agents_sa.errors import ImportSourceError
+from slack_agents_sa.importer import import_database
 from slack_agents_sa.settings import normalize_url
 from tests.agent_turns import drive_conversation
 from tests.databases import POSTGRES, create_scratch_database, drop_scratch_database

@@ -30,6 +30,15 @@ def test_plain_urls_get_their_async_driver(given: str, expected: str) -> None:
     assert url.render_as_string(hide_password=True) == expected
 
 
+@pytest.mark.parametrize("scheme", ["mysql", "mariadb", "mysql+asyncmy"])
+def test_mysql_connections_are_utf8mb4_and_no_other_charset_is_taken(scheme: str) -> None:
+    url = ProviderSettings.from_options({"url": f"{scheme}://u:secret@db/agents"}).url
+    assert url.query["charset"] == "utf8mb4"
+    with pytest.raises(ConfigError, match="charset='latin1' cannot hold all Unicode") as caught:
+        ProviderSettings.from_options({"url": f"{scheme}://u:secret@db/agents?charset=latin1"})
+    assert "secret" not in str(caught.value)
+
+
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite+aiosqlite:///:memory:"])
 def test_in_memory_sqlite_is_recognised(url: str) -> None:
     assert ProviderSettings.from_options({"url": url}).is_memory_sqlite

@@ -11,13 +11,13 @@ from typing import Any
 from sqlalchemy import insert
 
 from slack_agents_sa import Block, Provider, cli
+from slack_agents_sa.cli.stats import format_stats
 from slack_agents_sa.stats import (
     BLOCK_TYPES,
     AgentStats,
     NamespaceStats,
     Stats,
     collect_stats,
-    format_stats,
 )
 from slack_agents_sa.types import dump_json, utcnow
 from tests.databases import POSTGRES, scratch_database

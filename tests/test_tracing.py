@@ -195,6 +195,7 @@ async def test_spans_nest_under_the_callers_span(
     provider: Provider, exporter: InMemorySpanExporter
 ) -> None:
     exporter.clear()
+    assert tracing._tracer is not None  # the exporter fixture's
     with tracing._tracer.start_as_current_span("agent turn"):
         await provider.get(NAMESPACE, KEY)
     inner, outer = exporter.get_finished_spans()

@@ -12,7 +12,18 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BindParameter, ColumnElement, Insert, bindparam, event
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Insert,
+    Integer,
+    Select,
+    Text,
+    bindparam,
+    cast,
+    event,
+    func,
+)
 from sqlalchemy.engine import URL, Connection, Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -20,12 +31,13 @@ from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.schema import CreateSchema
 
-from slack_agents_sa.errors import MigrationLockError
+from slack_agents_sa.errors import ImportSourceError, MigrationLockError
 from slack_agents_sa.executors.base import Fault, LanePolicy
 from slack_agents_sa.executors.statement_cache import StatementCache
 from slack_agents_sa.models import Base, table_of
 
 if TYPE_CHECKING:
+    from slack_agents_sa.backends.builtin_source import BuiltinSource
     from slack_agents_sa.executors import Executor
 
 #: Execution option: SQLite transactions on this connection take the write lock at BEGIN
@@ -109,6 +121,9 @@ class Backend:
     migrates_in_batches: bool = False
     #: Whether the `schema` option applies.
     supports_schema: bool = False
+    #: The isolation level that gives `collect_stats` on an engine one snapshot for all its
+    #: statements (None: the dialect's default transaction already does).
+    stats_isolation: str | None = None
 
     def __init__(self, dialect_name: str) -> None:
         self.dialect_name = dialect_name
@@ -120,6 +135,11 @@ class Backend:
         return self.family or self.dialect_name
 
     # --- Connections ----------------------------------------------------------------------
+
+    def checked_url(self, url: URL) -> URL:
+        """`url` as the provider connects with it; ValueError for what this database cannot
+        work with (the message names no password: the caller adds the URL, masked)."""
+        return url
 
     def is_memory(self, url: URL) -> bool:
         """Whether the database lives in the process's memory and goes with it."""
@@ -258,6 +278,23 @@ class Backend:
         no field name can reach another field.
         """
         return None
+
+    # --- Statistics and import ------------------------------------------------------------
+
+    def json_bytes(self, value: ColumnElement[Any]) -> ColumnElement[int]:
+        """The stored size of a JSON value; here its length in characters, the closest
+        portable figure."""
+        return func.length(cast(value, Text), type_=Integer)
+
+    def database_bytes(self) -> Select[Any] | None:
+        """A statement for the whole database's size in bytes; None where it cannot tell."""
+        return None
+
+    def builtin_source(self, conn: AsyncConnection) -> BuiltinSource:
+        """A reader of the host's built-in provider's tables on `conn`, for the importer."""
+        raise ImportSourceError(
+            f"the host's built-in providers are sqlite and postgres, not {self.name}"
+        )
 
     # --- Migrations -----------------------------------------------------------------------
 

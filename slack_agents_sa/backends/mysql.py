@@ -6,7 +6,19 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Insert, bindparam, event, func, text
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Integer,
+    Select,
+    bindparam,
+    column,
+    event,
+    func,
+    select,
+    text,
+)
+from sqlalchemy import table as sql_table
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -26,6 +38,15 @@ from slack_agents_sa.models import table_of
 
 if TYPE_CHECKING:
     from slack_agents_sa.executors import Executor
+
+#: information_schema.tables, for the database's size.
+_INFORMATION_SCHEMA_TABLES = sql_table(
+    "tables",
+    column("table_schema"),
+    column("data_length"),
+    column("index_length"),
+    schema="information_schema",
+)
 
 #: Lock names are server-wide: ours adds the database's name (one lock per database, as
 #: PostgreSQL's advisory locks are), cut to the 64 characters a name may have.
@@ -65,6 +86,13 @@ class MySQL(Backend):
     needs_pre_ping = True
     # Below the servers' default wait_timeout (8 h) and common proxies' idle limits.
     default_pool_recycle = 3600
+
+    def checked_url(self, url: URL) -> URL:
+        # Connections default to the server's character set, which may not hold emoji.
+        charset = url.query.get("charset", "utf8mb4")
+        if charset != "utf8mb4":
+            raise ValueError(f"charset={charset!r} cannot hold all Unicode; use utf8mb4")
+        return url.update_query_dict({"charset": "utf8mb4"})
 
     def engine_options(
         self, url: URL, pool_options: dict[str, Any], session: SessionOptions
@@ -144,6 +172,18 @@ class MySQL(Backend):
 
         engine = parts.lane_engine()
         return MySQLExecutor(engine, parts.statements(engine), self, parts.policy)
+
+    def json_bytes(self, value: ColumnElement[Any]) -> ColumnElement[int]:
+        # LENGTH counts bytes of the LONGTEXT (CHAR_LENGTH would count characters).
+        return func.length(value, type_=Integer)
+
+    def database_bytes(self) -> Select[Any] | None:
+        # InnoDB's own estimate; MySQL 8 caches it (information_schema_stats_expiry, a day
+        # by default), MariaDB does not.
+        tables = _INFORMATION_SCHEMA_TABLES.c
+        return select(func.sum(tables.data_length + tables.index_length)).where(
+            tables.table_schema == func.database()
+        )
 
     def _build_upsert(self, shape: UpsertShape) -> Insert:
         # MySQL has no RETURNING: the id of the row comes back as the driver's lastrowid.

@@ -27,12 +27,15 @@ from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Insert,
+    Integer,
+    Select,
     Text,
     case,
     cast,
     event,
     false,
     func,
+    select,
     text,
     true,
 )
@@ -54,6 +57,7 @@ from slack_agents_sa.backends.base import (
 from slack_agents_sa.executors.base import Fault
 
 if TYPE_CHECKING:
+    from slack_agents_sa.backends.builtin_source import BuiltinSource
     from slack_agents_sa.executors import Executor
 
 #: URL query of a provider behind PgBouncer (option `pgbouncer`): asyncpg's statement cache
@@ -123,6 +127,8 @@ class PostgreSQL(Backend):
     family = "postgresql"
     insert_ctes = True
     supports_schema = True
+    # READ COMMITTED would give each statement its own snapshot.
+    stats_isolation = "REPEATABLE READ"
 
     def engine_options(
         self, url: URL, pool_options: dict[str, Any], session: SessionOptions
@@ -252,6 +258,17 @@ class PostgreSQL(Backend):
         # Behind PgBouncer with `schema`, the lane engine's schema_translate_map names it.
         engine = parts.lane_engine()
         return PostgresExecutor(engine, parts.statements(engine), self, parts.policy)
+
+    def json_bytes(self, value: ColumnElement[Any]) -> ColumnElement[int]:
+        return func.octet_length(cast(value, Text), type_=Integer)
+
+    def database_bytes(self) -> Select[Any] | None:
+        return select(func.pg_database_size(func.current_database()))
+
+    def builtin_source(self, conn: AsyncConnection) -> BuiltinSource:
+        from slack_agents_sa.backends.postgresql_source import PostgreSQLSource
+
+        return PostgreSQLSource(conn)
 
     def _build_upsert(self, shape: UpsertShape) -> Insert:
         return on_conflict_upsert(postgresql.insert, *shape)

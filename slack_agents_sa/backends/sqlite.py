@@ -6,7 +6,20 @@ import sqlite3
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BindParameter, ColumnElement, Insert, event, exists, func
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Insert,
+    Integer,
+    LargeBinary,
+    Select,
+    cast,
+    event,
+    exists,
+    func,
+    select,
+    true,
+)
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, Connection, ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -26,6 +39,7 @@ from slack_agents_sa.executors.base import Fault
 from slack_agents_sa.executors.sqlite import PROGRESS_STEPS, StatementDeadline
 
 if TYPE_CHECKING:
+    from slack_agents_sa.backends.builtin_source import BuiltinSource
     from slack_agents_sa.executors import Executor
 
 #: How long a writer waits for another's lock before "database is locked" (ms), unless
@@ -158,6 +172,22 @@ class SQLite(Backend):
             connection_pragmas(parts.session, is_file=True),
             parts.session.statement_timeout,
         )
+
+    def json_bytes(self, value: ColumnElement[Any]) -> ColumnElement[int]:
+        # length() counts a text's characters but a blob's bytes (octet_length() needs
+        # SQLite 3.43, and Python's sqlite3 may link an older one).
+        return func.length(cast(value, LargeBinary), type_=Integer)
+
+    def database_bytes(self) -> Select[Any] | None:
+        # The main file only: the WAL file holds commits not yet checkpointed into it.
+        pages = func.pragma_page_count().table_valued("page_count")
+        size = func.pragma_page_size().table_valued("page_size")
+        return select(pages.c.page_count * size.c.page_size).select_from(pages.join(size, true()))
+
+    def builtin_source(self, conn: AsyncConnection) -> BuiltinSource:
+        from slack_agents_sa.backends.sqlite_source import SQLiteSource
+
+        return SQLiteSource(conn)
 
     def _build_upsert(self, shape: UpsertShape) -> Insert:
         return on_conflict_upsert(sqlite.insert, *shape)
