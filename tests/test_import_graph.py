@@ -37,7 +37,10 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "importer",
         ),
     ),
-    ("database", ("startup", "database", "migrate", "schema_version", "settings")),
+    (
+        "database",
+        ("startup", "database", "migrate", "migration_lock", "schema_version", "settings"),
+    ),
     ("backends", ("backends",)),
     ("executors", ("executors",)),
     (

@@ -22,7 +22,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from slack_agents_sa import Provider
+from slack_agents_sa import Provider, migration_lock
 from slack_agents_sa import migrate as migrate_module
 from slack_agents_sa.database import make_engine
 from slack_agents_sa.errors import MigrationLockError
@@ -162,14 +162,14 @@ async def _is_at_head(engine: AsyncEngine) -> bool:
 async def _lock_is_free() -> bool:
     """The in-process lock can be taken at once (and is released again)."""
     try:
-        async with migrate_module.in_process_migration_lock(lock_timeout=0):
+        async with migration_lock.in_process_migration_lock(lock_timeout=0):
             return True
     except MigrationLockError:
         return False
 
 
 async def test_a_cancelled_waiter_leaves_the_lock_free(engine: AsyncEngine) -> None:
-    async with migrate_module.in_process_migration_lock():
+    async with migration_lock.in_process_migration_lock():
         waiter = asyncio.create_task(migrate_module.upgrade(engine))
         await asyncio.sleep(WAITING_S)
         assert not waiter.done()  # queued behind the lock
@@ -187,7 +187,7 @@ async def test_a_holder_cancelled_while_holding_releases_the_lock(engine: AsyncE
     holding = asyncio.Event()
 
     async def holder() -> None:
-        async with migrate_module.in_process_migration_lock():
+        async with migration_lock.in_process_migration_lock():
             holding.set()
             await asyncio.sleep(60)
 
@@ -206,12 +206,12 @@ async def test_a_migration_waiting_past_lock_timeout_fails_naming_the_lock(
     engine: AsyncEngine,
 ) -> None:
     ran: list[Connection] = []
-    async with migrate_module.in_process_migration_lock():
+    async with migration_lock.in_process_migration_lock():
         with pytest.raises(MigrationLockError, match=r"timed out after 0\.2 s") as failed:
             await asyncio.wait_for(migrate_module.upgrade(engine, lock_timeout=0.2), START_UP_S)
-        assert failed.value.lock == migrate_module.IN_PROCESS_LOCK
+        assert failed.value.lock == migration_lock.IN_PROCESS_LOCK
         assert failed.value.timeout == 0.2
-        assert migrate_module.IN_PROCESS_LOCK in str(failed.value)
+        assert migration_lock.IN_PROCESS_LOCK in str(failed.value)
         with pytest.raises(MigrationLockError):
             await migrate_module.run_locked(engine, ran.append, None, lock_timeout=0.2)
         assert ran == []  # the step never ran unlocked
@@ -224,7 +224,7 @@ async def test_a_migration_waiting_past_lock_timeout_fails_naming_the_lock(
 async def test_start_up_at_head_does_not_queue_behind_a_migration(engine: AsyncEngine) -> None:
     await migrate_module.upgrade(engine)
     url = engine.url.render_as_string(hide_password=False)
-    async with migrate_module.in_process_migration_lock():
+    async with migration_lock.in_process_migration_lock():
         for migrate in (True, False):
             storage = Provider(url=url, migrate=migrate)
             try:
@@ -237,7 +237,7 @@ async def test_start_up_at_head_does_not_queue_behind_a_migration(engine: AsyncE
 async def test_a_waiter_holds_no_database_lock(engine: AsyncEngine) -> None:
     """The in-process lock comes before the database's: while queued, a migrator leaves the
     database free (another writer of the same SQLite file is not blocked by it)."""
-    async with migrate_module.in_process_migration_lock():
+    async with migration_lock.in_process_migration_lock():
         waiter = asyncio.create_task(migrate_module.upgrade(engine))
         try:
             await asyncio.sleep(WAITING_S)
@@ -273,7 +273,7 @@ async def test_run_our_migrations_waits_for_the_lock_too(engine: AsyncEngine) ->
 
     ticker = asyncio.create_task(tick())
     try:
-        async with migrate_module.in_process_migration_lock():
+        async with migration_lock.in_process_migration_lock():
             with pytest.raises(MigrationLockError, match=r"timed out after 0\.2 s"):
                 await run_ours(
                     functools.partial(migrate_module.run_our_migrations, lock_timeout=0.2)
@@ -295,7 +295,7 @@ async def test_another_thread_holding_the_lock_does_not_block_this_loop(
     release = threading.Event()
 
     async def hold_in_thread() -> None:
-        async with migrate_module.in_process_migration_lock():
+        async with migration_lock.in_process_migration_lock():
             holding.set()
             await asyncio.to_thread(release.wait, 60)
 
