@@ -14,6 +14,12 @@ class ConfigError(SlackAgentsSAError, ValueError):
 class SchemaOutOfDateError(SlackAgentsSAError, RuntimeError):
     """The database schema is not at the migrations' head and `migrate` is off."""
 
+    def __init__(self, message: str, *, database_revision: str, head: str) -> None:
+        super().__init__(message)
+        #: The database's revision ("base": no schema of ours).
+        self.database_revision = database_revision
+        self.head = head
+
 
 class ProviderClosedError(SlackAgentsSAError, RuntimeError):
     """A storage call was made before `initialize()` or after `close()`."""

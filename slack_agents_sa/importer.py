@@ -22,6 +22,7 @@ from slack_agents_sa.backends import backend_for
 from slack_agents_sa.backends.builtin_source import BuiltinSource, SourceBlock, json_value, utc
 from slack_agents_sa.blocks import in_history
 from slack_agents_sa.database import Database
+from slack_agents_sa.errors import ImportSourceError
 from slack_agents_sa.executors.engine import insert_returning_id
 from slack_agents_sa.models import (
     Base,
@@ -281,6 +282,8 @@ async def _upsert_returning_id(
 
 @asynccontextmanager
 async def _source_connection(url: URL) -> AsyncIterator[BuiltinSource]:
+    if (reason := backend_for(url).absent(url)) is not None:
+        raise ImportSourceError(f"{reason}: nothing to import (and none is created)")
     engine = create_async_engine(url, hide_parameters=True)
     try:
         async with engine.connect() as conn:
@@ -300,12 +303,13 @@ async def count_source_rows(source: URL) -> int:
 
 async def import_database(
     source: URL,
-    target: URL,
+    target: URL | ProviderSettings,
     *,
     batch_size: int = 500,
     on_batch: OnProgress | None = None,
 ) -> ImportSummary:
-    """Copy `source` (a built-in provider's database) into `target` (migrated to head first).
+    """Copy `source` (a built-in provider's database) into `target` (migrated to head first),
+    a URL or a provider's settings (its `schema`, `pgbouncer`, ... options).
 
     `on_batch` is called with each batch's row count (messages and list items go in
     batches; `count_source_rows` gives their total).
@@ -313,10 +317,16 @@ async def import_database(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError("batch_size must be an int of at least 1")
     name = safe_url(source)
-    settings = ProviderSettings.from_options({"url": target.render_as_string(hide_password=False)})
-    database = await open_database(settings)
-    try:
-        async with _source_connection(source) as reader:
+    if isinstance(target, URL):
+        settings = ProviderSettings.from_options(
+            {"url": target.render_as_string(hide_password=False)}
+        )
+    else:
+        settings = target.model_copy(update={"migrate": True})
+    # The source first: a wrong one is refused before the target is created or migrated.
+    async with _source_connection(source) as reader:
+        database = await open_database(settings)
+        try:
             importer = _Importer(reader, database, name, batch_size, on_batch or _ignore)
             conversations = await importer.conversations()
             await importer.messages(conversations)
@@ -325,8 +335,8 @@ async def import_database(
             await importer.heartbeats()
             await importer.oauth()
             return importer.summary
-    finally:
-        await database.dispose()
+        finally:
+            await database.dispose()
 
 
 def _ignore(count: int) -> None:

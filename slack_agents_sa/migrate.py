@@ -308,7 +308,9 @@ async def require_head(engine: AsyncEngine) -> None:
         raise SchemaOutOfDateError(
             f"database schema is at {found}, but this slack_agents_sa needs "
             f"{state.head}: run `alembic upgrade head` "
-            "(or `slack-agents-sa upgrade`), or set `migrate: true` in the storage options"
+            "(or `slack-agents-sa upgrade`), or set `migrate: true` in the storage options",
+            database_revision=state.revision,
+            head=state.head,
         )
 
 

@@ -269,7 +269,9 @@ class ProviderSettings(BaseModel):
             for error in exc.errors():
                 name = ".".join(str(part) for part in error["loc"]) or "options"
                 if error["type"] == "extra_forbidden":
-                    known = ", ".join(cls.model_fields)
+                    known = ", ".join(
+                        field.alias or name for name, field in cls.model_fields.items()
+                    )
                     problems.append(f"unknown option {name!r} (known options: {known})")
                 else:
                     message = str(error["msg"]).removeprefix("Value error, ")

@@ -221,6 +221,7 @@ async def scratch_database(backend: Backend) -> AsyncIterator[str]:
 async def brand_new_database(backend: Backend, tmp_path: Path) -> AsyncIterator[str]:
     """A database with no tables at all on `backend` (`tmp_path` holds a SQLite file)."""
     if backend.storage == "file":
+        (tmp_path / "empty.db").touch()  # a file, as a server's CREATE DATABASE makes one
         yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
         return
     async with scratch_database(backend) as url:

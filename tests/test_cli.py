@@ -179,3 +179,128 @@ def test_alembic_refuses_a_bad_schema_argument(tmp_path: Path, schema: str, mess
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not database.exists()  # refused before connecting
+
+
+def _fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+@pytest.mark.parametrize(
+    "verb",
+    [
+        ["check"],
+        ["current"],
+        ["stats"],
+        ["downgrade", "base"],
+        ["prune", "--older-than", "1d"],
+        ["rotate-keys"],
+    ],
+    ids=lambda verb: verb[0],
+)
+def test_a_command_that_does_not_create_a_database_makes_no_sqlite_file(
+    tmp_path: Path, verb: list[str]
+) -> None:
+    database = tmp_path / "typo.db"
+    env = {"SLACK_AGENTS_SA_ENCRYPTION_KEYS": _fernet_key()}
+    result = run_cli("--url", f"sqlite:///{database}", *verb, env=env)
+    assert result.returncode == cli.EXIT_UNREACHABLE, result.stderr
+    assert f"no SQLite database file at {database} (only `upgrade` creates one)" in result.stderr
+    assert not database.exists()
+
+
+def test_import_from_a_missing_sqlite_file_creates_neither_database(tmp_path: Path) -> None:
+    source, target = tmp_path / "typo.db", tmp_path / "target.db"
+    result = run_cli(
+        "--url", f"sqlite:///{target}", "import", "--from", f"sqlite:///{source}", "--no-progress"
+    )
+    assert result.returncode == cli.EXIT_FAILED, result.stderr
+    assert f"no SQLite database file at {source}: nothing to import" in result.stderr
+    assert not source.exists() and not target.exists()
+
+
+def test_a_config_and_an_environment_url_naming_different_databases_are_refused(
+    tmp_path: Path,
+) -> None:
+    agent_db, demo_db = tmp_path / "agent.db", tmp_path / "demo.db"
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f'storage:\n  type: slack_agents_sa\n  url: "sqlite:///{agent_db}"\n', encoding="utf-8"
+    )
+    refused = run_cli(
+        "--config", str(config), "upgrade", env={"SLACK_AGENTS_SA_URL": f"sqlite:///{demo_db}"}
+    )
+    assert refused.returncode == cli.EXIT_USAGE, refused.stderr
+    assert f"--config {config} and $SLACK_AGENTS_SA_URL name different databases" in (
+        refused.stderr
+    )
+    assert not agent_db.exists() and not demo_db.exists()
+
+    same = run_cli(
+        "--config", str(config), "upgrade", env={"SLACK_AGENTS_SA_URL": f"sqlite:///{agent_db}"}
+    )
+    assert same.returncode == cli.EXIT_OK, same.stderr
+    assert f"database: sqlite+aiosqlite:///{agent_db} (from --config {config})" in same.stderr
+
+
+@pytest.mark.parametrize(
+    "verb", [["prune", "--older-than", "1d"], ["rotate-keys"]], ids=lambda verb: verb[0]
+)
+def test_a_maintenance_command_on_an_unmigrated_database_says_to_run_upgrade(
+    tmp_path: Path, verb: list[str]
+) -> None:
+    database = tmp_path / "empty.db"
+    database.touch()  # a database, with no tables of ours
+    env = {"SLACK_AGENTS_SA_ENCRYPTION_KEYS": _fernet_key()}
+    result = run_cli("--url", f"sqlite:///{database}", *verb, env=env)
+    assert result.returncode == cli.EXIT_FAILED, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: schema at base; head is {HEAD}: run `slack-agents-sa upgrade` first "
+        "(this command never migrates)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("pool_szie: 5", "unknown option 'pool_szie'"),
+        ("path: agents.db", "unknown option 'path'"),  # the built-in sqlite provider's
+        ("executor: turbo", "option 'executor'"),
+    ],
+)
+def test_a_config_the_agent_would_refuse_is_refused_by_the_command_line(
+    tmp_path: Path, option: str, message: str
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f'storage:\n  type: slack_agents_sa\n  url: "sqlite:///{tmp_path / "a.db"}"\n  {option}\n',
+        encoding="utf-8",
+    )
+    result = run_cli("--config", str(config), "upgrade")
+    assert result.returncode == cli.EXIT_USAGE, result.stderr
+    assert message in result.stderr and f"(from --config {config})" in result.stderr
+    assert not (tmp_path / "a.db").exists()
+
+
+def test_only_the_placeholders_under_storage_need_to_be_set(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "slack:\n"
+        '  bot_token: "{SLACK_BOT_TOKEN}"\n'
+        "llm:\n"
+        "  type: slack_agents.llm.anthropic\n"
+        "  api_key: {ANTHROPIC_API_KEY}\n"
+        "storage:\n"
+        "  type: slack_agents_sa\n"
+        '  url: "{AGENT_DB_URL}"\n'
+        "tools: {}\n",
+        encoding="utf-8",
+    )
+    url = f"sqlite:///{tmp_path / 'agents.db'}"
+    done = run_cli("--config", str(config), "upgrade", env={"AGENT_DB_URL": url})
+    assert done.returncode == cli.EXIT_OK, done.stderr
+
+    missing = run_cli("--config", str(config), "check")
+    assert missing.returncode == cli.EXIT_USAGE
+    assert "uses {AGENT_DB_URL}, but AGENT_DB_URL is not set" in missing.stderr

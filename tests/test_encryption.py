@@ -294,6 +294,7 @@ def test_rotate_keys_exit_codes_for_an_unreachable_or_unmigrated_database(tmp_pa
     assert unreachable.returncode == cli.EXIT_UNREACHABLE
     assert "hunter2" not in unreachable.stderr and NEW not in unreachable.stderr
 
+    (tmp_path / "new.db").touch()  # a database with no tables (a missing file is unreachable)
     unmigrated = run_cli("--url", f"sqlite:///{tmp_path / 'new.db'}", "rotate-keys", env=env)
     assert unmigrated.returncode == cli.EXIT_FAILED
     assert "slack-agents-sa upgrade" in unmigrated.stderr

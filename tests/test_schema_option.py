@@ -3,7 +3,9 @@ own, so several agents (or a host app) share one database without sharing tables
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
@@ -83,3 +85,34 @@ async def test_two_schemas_in_one_database_keep_their_data_apart(postgres_empty:
 def test_bad_schema_options_are_config_errors(url: str, schema: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Provider(url=url, schema=schema)
+
+
+async def test_the_command_line_works_on_the_schema_of_the_agents_config(
+    postgres_empty: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f'storage:\n  type: slack_agents_sa\n  url: "{postgres_empty}"\n  schema: tenant_b\n',
+        encoding="utf-8",
+    )
+    upgraded = run_cli("--config", str(config), "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    tables = await _tables(postgres_empty)
+    assert tables[None] == set()  # nothing in public
+    assert tables["tenant_b"] == OUR_TABLES | {VERSION_TABLE}
+
+    storage = Provider(url=postgres_empty, schema="tenant_b")
+    await storage.initialize()
+    try:
+        conversation = await storage.get_or_create_conversation("agent", "C1", "T1")
+        await storage.create_message(conversation, "U1", "user", "@user")
+    finally:
+        await storage.close()
+    stats = run_cli("--config", str(config), "stats", "--json")
+    assert stats.returncode == 0, stats.stderr
+    assert [agent["agent"] for agent in json.loads(stats.stdout)["agents"]] == ["agent"]
+    assert run_cli("--config", str(config), "check").returncode == 0
+
+    other = run_cli("--config", str(config), "--schema", "tenant_a", "check")
+    assert other.returncode == 2
+    assert "--schema tenant_a and the schema 'tenant_b' of --config" in other.stderr

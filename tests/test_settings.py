@@ -45,8 +45,12 @@ def test_in_memory_sqlite_is_recognised(url: str) -> None:
 
 
 def test_unknown_option_is_named() -> None:
-    with pytest.raises(ConfigError, match=r"unknown option 'pool_szie'.*known options: url,"):
+    known = r"unknown option 'pool_szie'.*known options: url,"
+    with pytest.raises(ConfigError, match=known) as caught:
         Provider(url="sqlite://", pool_szie=5)
+    # Each option as config.yaml spells it: `schema`, not the attribute's name.
+    listed = str(caught.value).split("known options: ")[1].rstrip(")").split(", ")
+    assert "schema" in listed and "db_schema" not in listed
 
 
 @pytest.mark.parametrize(

@@ -141,6 +141,11 @@ class Backend:
         work with (the message names no password: the caller adds the URL, masked)."""
         return url
 
+    def absent(self, url: URL) -> str | None:
+        """Why connecting to `url` would create a new, empty database rather than open one
+        (a reason for a message); None when it exists or this database cannot tell."""
+        return None
+
     def is_memory(self, url: URL) -> bool:
         """Whether the database lives in the process's memory and goes with it."""
         return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -86,6 +87,12 @@ class SQLite(Backend):
     family = "sqlite"
     one_call_at_a_time = True
     migrates_in_batches = True
+
+    def absent(self, url: URL) -> str | None:
+        # URL options (uri, mode) may say otherwise: only a plain path is judged.
+        if not _names_a_file(url) or url.query or Path(url.database or "").exists():
+            return None
+        return f"no SQLite database file at {url.database}"
 
     def is_memory(self, url: URL) -> bool:
         return not _names_a_file(url) or url.query.get("mode") == "memory"

@@ -13,10 +13,9 @@ import asyncio
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from sqlalchemy.engine import URL
-
 from slack_agents_sa.cli import importing, keys, migrations, prune, stats
-from slack_agents_sa.cli.common import (
+from slack_agents_sa.cli.common import Target, resolve_target, say
+from slack_agents_sa.cli.exits import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_NOT_AT_HEAD,
@@ -26,11 +25,9 @@ from slack_agents_sa.cli.common import (
     NotAtHead,
     Unreachable,
     UsageError,
-    resolve_url,
-    say,
 )
 from slack_agents_sa.errors import SlackAgentsSAError
-from slack_agents_sa.settings import DEFAULT_URL, URL_ENV_VAR, check_schema, safe_url
+from slack_agents_sa.settings import DEFAULT_URL, URL_ENV_VAR, safe_url
 
 __all__ = [
     "EXIT_FAILED",
@@ -44,14 +41,15 @@ __all__ = [
     "main",
 ]
 
-Command = Callable[[URL, argparse.Namespace], Coroutine[Any, Any, int]]
+Command = Callable[[Target, argparse.Namespace], Coroutine[Any, Any, int]]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slack-agents-sa",
         description="Migrate, check, import, prune, inspect and re-key slack_agents_sa databases.",
-        epilog=f"URL precedence: --url, ${URL_ENV_VAR}, --config, {DEFAULT_URL}. "
+        epilog=f"URL precedence: --url, --config (refused when ${URL_ENV_VAR} names another "
+        f"database), ${URL_ENV_VAR}, {DEFAULT_URL}. "
         "Exit codes: 0 ok, 1 failed, 2 usage or configuration, 3 unreachable, "
         "4 schema not at head (check, stats), 130 interrupted.",
     )
@@ -69,14 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run: Command = args.run
     try:
-        url = resolve_url(args)
-        if args.schema is not None:
-            try:
-                check_schema(url, args.schema)
-            except ValueError as error:
-                raise UsageError(f"--schema {error}") from None
-        say(f"database: {safe_url(url)}")
-        return asyncio.run(run(url, args))
+        target = resolve_target(args)
+        say(f"database: {safe_url(target.url)} (from {target.source})")
+        return asyncio.run(run(target, args))
     except UsageError as error:
         say(f"error: {error}")
         return EXIT_USAGE

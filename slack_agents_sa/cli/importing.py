@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sqlalchemy.engine import URL
-
-from slack_agents_sa.cli.common import EXIT_OK, UsageError
+from slack_agents_sa.cli.common import Target
+from slack_agents_sa.cli.exits import EXIT_OK, UsageError
 from slack_agents_sa.cli.progress import progress_bar, shows_progress
 from slack_agents_sa.importer import ImportSummary, count_source_rows, import_database
 from slack_agents_sa.settings import normalize_url
@@ -21,7 +20,7 @@ def format_import(summary: ImportSummary) -> str:
     return "\n".join(lines)
 
 
-async def cmd_import(url: URL, args: argparse.Namespace) -> int:
+async def cmd_import(target: Target, args: argparse.Namespace) -> int:
     try:
         source = normalize_url(args.source)
     except ValueError as error:
@@ -30,7 +29,7 @@ async def cmd_import(url: URL, args: argparse.Namespace) -> int:
     total = await count_source_rows(source) if show else None
     with progress_bar(total, unit="row", desc="importing", wanted=show) as bar:
         summary = await import_database(
-            source, url, batch_size=args.batch_size, on_batch=bar.update
+            source, target.settings, batch_size=args.batch_size, on_batch=bar.update
         )
     print(format_import(summary))
     return EXIT_OK

@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import URL
-
-from slack_agents_sa.cli.common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    UsageError,
-    maintenance_database,
-    say,
-    storage_options,
-)
+from slack_agents_sa.cli.common import Target, maintenance_database, say
+from slack_agents_sa.cli.exits import EXIT_FAILED, EXIT_OK, UsageError
 from slack_agents_sa.cli.progress import progress_bar, shows_progress
 from slack_agents_sa.keys import RotationSummary, count_sealed_rows, rotate_keys
 from slack_agents_sa.secretbox import split_keys
@@ -25,24 +16,13 @@ from slack_agents_sa.secretbox import split_keys
 KEYS_ENV_VAR = "SLACK_AGENTS_SA_ENCRYPTION_KEYS"
 
 
-def keys_from_config(path: Path) -> list[str] | None:
-    """`storage.encryption_keys` of an agent's config.yaml, placeholders filled as for `url`."""
-    value = storage_options(path).get("encryption_keys")
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return split_keys(value)
-    if isinstance(value, list) and all(isinstance(key, str) for key in value):
-        return value
-    raise UsageError(f"{path}: storage.encryption_keys must be a list of keys")
-
-
-def configured_keys(args: argparse.Namespace) -> list[str]:
-    """The keys for `rotate-keys`: $SLACK_AGENTS_SA_ENCRYPTION_KEYS, else `--config`'s."""
+def configured_keys(target: Target) -> Any:
+    """The keys for `rotate-keys`: $SLACK_AGENTS_SA_ENCRYPTION_KEYS, else the option
+    `encryption_keys` of `--config` (a list, or one comma-separated string)."""
     if os.environ.get(KEYS_ENV_VAR):
         return split_keys(os.environ[KEYS_ENV_VAR])
-    if args.config and (found := keys_from_config(Path(args.config))) is not None:
-        return found
+    if target.options.get("encryption_keys") is not None:
+        return target.options["encryption_keys"]
     raise UsageError(
         f"no keys: set {KEYS_ENV_VAR} (comma-separated, the new key first), or pass "
         "--config with an agent's config.yaml whose storage has `encryption_keys`"
@@ -62,9 +42,9 @@ def format_rotation(summary: RotationSummary) -> str:
     return "\n".join(lines)
 
 
-async def cmd_rotate_keys(url: URL, args: argparse.Namespace) -> int:
-    keys = configured_keys(args)
-    db = await maintenance_database(url, args.schema, encryption_keys=keys)
+async def cmd_rotate_keys(target: Target, args: argparse.Namespace) -> int:
+    keys = configured_keys(target)
+    db = await maintenance_database(target, encryption_keys=keys)
     try:
         show = shows_progress(not args.no_progress)
         total = await count_sealed_rows(db) if show else None

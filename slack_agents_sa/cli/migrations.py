@@ -6,17 +6,19 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from slack_agents_sa import migrate
-from slack_agents_sa.cli.common import EXIT_NOT_AT_HEAD, EXIT_OK, NotAtHead, connected
+from slack_agents_sa.cli.common import Target, connected
+from slack_agents_sa.cli.exits import EXIT_NOT_AT_HEAD, EXIT_OK, NotAtHead
 from slack_agents_sa.migrate import SchemaState, SchemaStatus
 
 
-async def _migrated(url: URL, schema: str | None, step: Callable[[AsyncEngine], Any]) -> int:
+async def _migrated(
+    target: Target, step: Callable[[AsyncEngine], Any], *, creates: bool = False
+) -> int:
     """Connect (or report the database unreachable), run a migration step, print where it is."""
-    engine, conn = await connected(url, schema)
+    engine, conn = await connected(target, creates=creates)
     await conn.close()
     try:
         await step(engine)
@@ -28,21 +30,21 @@ async def _migrated(url: URL, schema: str | None, step: Callable[[AsyncEngine], 
     return EXIT_OK
 
 
-async def cmd_upgrade(url: URL, args: argparse.Namespace) -> int:
+async def cmd_upgrade(target: Target, args: argparse.Namespace) -> int:
     return await _migrated(
-        url, args.schema, lambda engine: migrate.upgrade(engine, args.revision, args.schema)
+        target,
+        lambda engine: migrate.upgrade(engine, args.revision, target.schema),
+        creates=True,
     )
 
 
-async def cmd_downgrade(url: URL, args: argparse.Namespace) -> int:
-    return await _migrated(
-        url, args.schema, lambda engine: migrate.downgrade(engine, args.revision)
-    )
+async def cmd_downgrade(target: Target, args: argparse.Namespace) -> int:
+    return await _migrated(target, lambda engine: migrate.downgrade(engine, args.revision))
 
 
-async def schema_state(url: URL, schema: str | None) -> SchemaState:
+async def schema_state(target: Target) -> SchemaState:
     """Where the database's schema stands (connection failures become `Unreachable`)."""
-    engine, conn = await connected(url, schema)
+    engine, conn = await connected(target)
     try:
         return await conn.run_sync(migrate.schema_state)
     finally:
@@ -64,8 +66,8 @@ def require_usable(state: SchemaState) -> None:
         raise NotAtHead(behind_message(state))
 
 
-async def cmd_current(url: URL, args: argparse.Namespace) -> int:
-    state = await schema_state(url, args.schema)
+async def cmd_current(target: Target, args: argparse.Namespace) -> int:
+    state = await schema_state(target)
     for revision in sorted(state.current) or ["base"]:
         if state.status is SchemaStatus.AT_HEAD:
             note = " (head)"
@@ -82,8 +84,8 @@ async def cmd_current(url: URL, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def cmd_check(url: URL, args: argparse.Namespace) -> int:
-    state = await schema_state(url, args.schema)
+async def cmd_check(target: Target, args: argparse.Namespace) -> int:
+    state = await schema_state(target)
     if state.status is SchemaStatus.AT_HEAD:
         print(f"ok: connected, schema at head ({state.head})")
         return EXIT_OK

@@ -8,9 +8,8 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.engine import URL
-
-from slack_agents_sa.cli.common import EXIT_OK, UsageError, maintenance_database, say
+from slack_agents_sa.cli.common import Target, maintenance_database, say
+from slack_agents_sa.cli.exits import EXIT_OK, UsageError
 from slack_agents_sa.cli.progress import progress_bar, shows_progress
 from slack_agents_sa.models import NAME_LENGTH
 from slack_agents_sa.retention import (
@@ -63,7 +62,7 @@ def format_prune(result: PruneResult) -> str:
     return "\n".join(lines)
 
 
-async def cmd_prune(url: URL, args: argparse.Namespace) -> int:
+async def cmd_prune(target: Target, args: argparse.Namespace) -> int:
     for option, value in (("--agent", args.agent), ("--namespace", args.namespace)):
         if value is not None:
             try:
@@ -74,7 +73,7 @@ async def cmd_prune(url: URL, args: argparse.Namespace) -> int:
     batch_size = args.batch_size or (
         DEFAULT_NAMESPACE_BATCH_SIZE if by_namespace else DEFAULT_BATCH_SIZE
     )
-    db = await maintenance_database(url, args.schema)
+    db = await maintenance_database(target)
     try:
         cutoff = utcnow() - args.older_than
         show = shows_progress(not args.no_progress)

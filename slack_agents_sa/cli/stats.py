@@ -7,16 +7,15 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.engine import URL
-
 from slack_agents_sa import migrate
-from slack_agents_sa.cli.common import EXIT_OK, connected
+from slack_agents_sa.cli.common import Target, connected
+from slack_agents_sa.cli.exits import EXIT_OK
 from slack_agents_sa.cli.migrations import require_usable
 from slack_agents_sa.stats import BLOCK_TYPES, Stats, collect_stats
 
 
-async def cmd_stats(url: URL, args: argparse.Namespace) -> int:
-    engine, conn = await connected(url, args.schema)
+async def cmd_stats(target: Target, args: argparse.Namespace) -> int:
+    engine, conn = await connected(target)
     try:
         try:
             state = await conn.run_sync(migrate.schema_state)
