@@ -29,6 +29,15 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
+def agent_config(folder: Path, storage: str) -> Path:
+    """An agent's config.yaml in `folder` whose `storage:` holds our type and `storage`'s
+    lines (indented by this function)."""
+    config = folder / "config.yaml"
+    lines = "".join(f"  {line}\n" for line in storage.splitlines())
+    config.write_text(f"storage:\n  type: slack_agents_sa\n{lines}", encoding="utf-8")
+    return config
+
+
 def test_upgrade_current_check_downgrade_round_trip(empty_url: str) -> None:
     checked = run_cli("--url", empty_url, "check")
     assert checked.returncode == cli.EXIT_NOT_AT_HEAD, checked.stderr
@@ -224,10 +233,7 @@ def test_a_config_and_an_environment_url_naming_different_databases_are_refused(
     tmp_path: Path,
 ) -> None:
     agent_db, demo_db = tmp_path / "agent.db", tmp_path / "demo.db"
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        f'storage:\n  type: slack_agents_sa\n  url: "sqlite:///{agent_db}"\n', encoding="utf-8"
-    )
+    config = agent_config(tmp_path, f'url: "sqlite:///{agent_db}"')
     refused = run_cli(
         "--config", str(config), "upgrade", env={"SLACK_AGENTS_SA_URL": f"sqlite:///{demo_db}"}
     )
@@ -272,11 +278,7 @@ def test_a_maintenance_command_on_an_unmigrated_database_says_to_run_upgrade(
 def test_a_config_the_agent_would_refuse_is_refused_by_the_command_line(
     tmp_path: Path, option: str, message: str
 ) -> None:
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        f'storage:\n  type: slack_agents_sa\n  url: "sqlite:///{tmp_path / "a.db"}"\n  {option}\n',
-        encoding="utf-8",
-    )
+    config = agent_config(tmp_path, f'url: "sqlite:///{tmp_path / "a.db"}"\n{option}')
     result = run_cli("--config", str(config), "upgrade")
     assert result.returncode == cli.EXIT_USAGE, result.stderr
     assert message in result.stderr and f"(from --config {config})" in result.stderr

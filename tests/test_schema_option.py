@@ -17,7 +17,7 @@ from slack_agents_sa.migrate import VERSION_TABLE
 from slack_agents_sa.models import OUR_TABLES
 from slack_agents_sa.settings import normalize_url
 from tests.databases import POSTGRES, scratch_database
-from tests.test_cli import run_cli
+from tests.test_cli import agent_config, run_cli
 
 
 @pytest.fixture
@@ -90,11 +90,7 @@ def test_bad_schema_options_are_config_errors(url: str, schema: str, message: st
 async def test_the_command_line_works_on_the_schema_of_the_agents_config(
     postgres_empty: str, tmp_path: Path
 ) -> None:
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        f'storage:\n  type: slack_agents_sa\n  url: "{postgres_empty}"\n  schema: tenant_b\n',
-        encoding="utf-8",
-    )
+    config = agent_config(tmp_path, f'url: "{postgres_empty}"\nschema: tenant_b')
     upgraded = run_cli("--config", str(config), "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
     tables = await _tables(postgres_empty)
