@@ -306,3 +306,28 @@ def test_only_the_placeholders_under_storage_need_to_be_set(tmp_path: Path) -> N
     missing = run_cli("--config", str(config), "check")
     assert missing.returncode == cli.EXIT_USAGE
     assert "uses {AGENT_DB_URL}, but AGENT_DB_URL is not set" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        'x-common: &common {type: slack_agents_sa, url: "sqlite:///DIR/{AGENT_NAME}.db"}\n'
+        "storage: *common\n",
+        'x-base: &base\n  url: "sqlite:///DIR/{AGENT_NAME}.db"\n'
+        "storage:\n  <<: *base\n  type: slack_agents_sa\n",
+    ],
+    ids=["alias", "merge-key"],
+)
+def test_a_storage_placeholder_reached_through_an_alias_must_be_set(
+    tmp_path: Path, layout: str
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(layout.replace("DIR", str(tmp_path)), encoding="utf-8")
+    result = run_cli("--config", str(config), "upgrade")
+    assert result.returncode == cli.EXIT_USAGE, result.stderr
+    assert "uses {AGENT_NAME}, but AGENT_NAME is not set" in result.stderr
+    assert list(tmp_path.glob("*.db")) == []
+
+    done = run_cli("--config", str(config), "upgrade", env={"AGENT_NAME": "helper"})
+    assert done.returncode == cli.EXIT_OK, done.stderr
+    assert (tmp_path / "helper.db").exists()

@@ -1,9 +1,10 @@
 """`slack-agents-sa`: migrate, inspect and fill a slack_agents_sa database from the shell.
 
-The database URL comes from `--url`, else SLACK_AGENTS_SA_URL, else an agent's
-config.yaml (`--config`, its `storage.url`), else the embedded SQLite default. Exit codes
-are stable for scripts; see `EXIT_*` and docs/cli.md. The verbs live one group to a
-module; this one parses, runs a verb, and turns what it raised into an exit code.
+The database comes from `--url`, else an agent's config.yaml (`--config`: its `storage:`
+options, validated as the agent validates them), else SLACK_AGENTS_SA_URL, else the
+embedded SQLite default. Exit codes are stable for scripts; see `EXIT_*` and docs/cli.md.
+The verbs live one group to a module; this one parses, runs a verb, and turns what it
+raised into an exit code.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ from slack_agents_sa.cli.exits import UsageError
 PROVIDER_TYPE = "slack_agents_sa"
 
 _PLACEHOLDER = re.compile(r"\{([A-Z_][A-Z0-9_]*)\}")
+#: What an unset placeholder outside `storage:`'s lines becomes before parsing: should it
+#: reach the storage options after all (an alias, a merge key), it is found there.
+_UNSET = re.compile(r"__slack_agents_sa_unset_([A-Z_][A-Z0-9_]*)__")
 _WHOLE_LINE_COMMENT = re.compile(r"(?m)^(\s*)#.*$")
 
 
@@ -35,15 +38,16 @@ def _storage_lines(text: str) -> range | None:
     for key, value in root.value:
         if isinstance(key, yaml.ScalarNode) and key.value == "storage":
             end = value.end_mark
-            # A block ends where the next key begins (column 0 of the line after it).
-            last = end.line - 1 if end.column == 0 and end.line > key.start_mark.line else end.line
+            # A block ends where the next key begins (at the key's column, on a later line).
+            starts_next = end.column <= key.start_mark.column and end.line > key.start_mark.line
+            last = end.line - 1 if starts_next else end.line
             return range(key.start_mark.line, last + 1)
     return None
 
 
 def _filled(text: str, config_file: Path) -> str:
-    """`text` with its placeholders filled; UsageError for one of `storage:` that is not set
-    (elsewhere an unset one stays as written: this command does not read it)."""
+    """`text` with its placeholders filled; UsageError for one on `storage:`'s lines that is
+    not set (elsewhere an unset one becomes a marker `_check_all_set` looks for)."""
     uncommented = _WHOLE_LINE_COMMENT.sub(r"\1", text)
     required = _storage_lines(uncommented)
 
@@ -53,10 +57,26 @@ def _filled(text: str, config_file: Path) -> str:
             return os.environ[name]
         line = uncommented.count("\n", 0, match.start())
         if required is None or line in required:
-            raise UsageError(f"{config_file} uses {{{name}}}, but {name} is not set")
-        return match.group(0)
+            raise _unset(config_file, name)
+        return f"__slack_agents_sa_unset_{name}__"
 
     return _PLACEHOLDER.sub(value, uncommented)
+
+
+def _unset(config_file: Path, name: str) -> UsageError:
+    return UsageError(f"{config_file} uses {{{name}}}, but {name} is not set")
+
+
+def _check_all_set(value: Any, config_file: Path) -> None:
+    """UsageError if an unset placeholder reached the storage options another way."""
+    if isinstance(value, str) and (found := _UNSET.search(value)):
+        raise _unset(config_file, found.group(1))
+    if isinstance(value, dict):
+        for item in (*value.keys(), *value.values()):
+            _check_all_set(item, config_file)
+    elif isinstance(value, list):
+        for item in value:
+            _check_all_set(item, config_file)
 
 
 def storage_options(path: Path) -> dict[str, Any]:
@@ -81,4 +101,5 @@ def storage_options(path: Path) -> dict[str, Any]:
     storage = (data or {}).get("storage") if isinstance(data, dict) else None
     if not isinstance(storage, dict) or storage.get("type") != PROVIDER_TYPE:
         raise UsageError(f"{config_file} has no `storage:` with `type: {PROVIDER_TYPE}`")
+    _check_all_set(storage, config_file)
     return {name: value for name, value in storage.items() if name != "type"}

@@ -130,22 +130,30 @@ async def connected(
     except Exception as error:
         await engine.dispose()
         raise Unreachable(f"cannot connect to {safe_url(url)}: {error}") from None
+    except BaseException:  # Ctrl-C while connecting
+        await engine.dispose()
+        raise
 
 
 async def probe(target: Target) -> None:
     """`Unreachable` (exit 3) unless the database answers; the drivers' own errors at
     start-up would each look different."""
     engine, conn = await connected(target)
-    await conn.close()
-    await engine.dispose()
+    try:
+        await conn.close()
+    finally:
+        await engine.dispose()
 
 
 async def maintenance_database(target: Target, **overrides: Any) -> Database:
     """The database a maintenance job works on, opened with the agent's options and
     `overrides`: reachable, schema at head and left as it is (a job never migrates)."""
     await probe(target)
+    # A job's batches may take longer, and wait longer for an agent's locks, than the
+    # agent's calls do: its statement and lock timeouts are the agent's, not the job's.
+    job = {"migrate": False, "statement_timeout": None, "lock_timeout": None}
     try:
-        settings = ProviderSettings.from_options({**target.options, "migrate": False, **overrides})
+        settings = ProviderSettings.from_options({**target.options, **job, **overrides})
     except ConfigError as error:
         raise UsageError(str(error)) from None
     try:

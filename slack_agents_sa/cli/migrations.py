@@ -19,8 +19,8 @@ async def _migrated(
 ) -> int:
     """Connect (or report the database unreachable), run a migration step, print where it is."""
     engine, conn = await connected(target, creates=creates)
-    await conn.close()
     try:
+        await conn.close()
         await step(engine)
         async with engine.connect() as conn:
             heads = await conn.run_sync(migrate.current_revisions)
