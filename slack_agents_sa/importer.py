@@ -38,9 +38,10 @@ from slack_agents_sa.models import (
     ToolCall,
     table_of,
 )
-from slack_agents_sa.progress import OnProgress
+from slack_agents_sa.progress import OnProgress, no_progress
 from slack_agents_sa.settings import ProviderSettings, safe_url
 from slack_agents_sa.startup import open_database
+from slack_agents_sa.validation import check_batch_size
 
 
 @dataclass
@@ -314,8 +315,7 @@ async def import_database(
     `on_batch` is called with each batch's row count (messages and list items go in
     batches; `count_source_rows` gives their total).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError("batch_size must be an int of at least 1")
+    check_batch_size(batch_size)
     name = safe_url(source)
     if isinstance(target, URL):
         settings = ProviderSettings.from_options(
@@ -327,7 +327,7 @@ async def import_database(
     async with _source_connection(source) as reader:
         database = await open_database(settings)
         try:
-            importer = _Importer(reader, database, name, batch_size, on_batch or _ignore)
+            importer = _Importer(reader, database, name, batch_size, on_batch or no_progress)
             conversations = await importer.conversations()
             await importer.messages(conversations)
             await importer.list_items()
@@ -337,7 +337,3 @@ async def import_database(
             return importer.summary
         finally:
             await database.dispose()
-
-
-def _ignore(count: int) -> None:
-    """No progress to report."""

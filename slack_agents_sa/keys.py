@@ -15,8 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from slack_agents_sa.errors import ConfigError, DecryptionError
 from slack_agents_sa.models import OAuthClient, OAuthToken, table_of
-from slack_agents_sa.progress import OnProgress
+from slack_agents_sa.progress import OnProgress, no_progress
 from slack_agents_sa.secretbox import SecretBox
+from slack_agents_sa.validation import check_batch_size
 
 if TYPE_CHECKING:
     from slack_agents_sa.database import Database
@@ -123,18 +124,13 @@ async def rotate_keys(
     run after a crash) changes nothing it has done. `on_batch` is called with each batch's
     row count.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError("batch_size must be an int of at least 1")
+    check_batch_size(batch_size)
     box = db.settings.secrets
     if box is None:
         raise ConfigError("rotating keys needs option `encryption_keys`")
     summary = RotationSummary()
     for table, keys, column in SEALED_COLUMNS:
         summary.counts[table.name] = await _rotate_table(
-            db, box, table, keys, column, batch_size, on_batch or _ignore
+            db, box, table, keys, column, batch_size, on_batch or no_progress
         )
     return summary
-
-
-def _ignore(count: int) -> None:
-    """No progress to report."""

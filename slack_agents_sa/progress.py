@@ -9,3 +9,7 @@ from collections.abc import Callable
 
 #: Called after each batch with how many rows (or conversations) it went through.
 OnProgress = Callable[[int], object]
+
+
+def no_progress(count: int) -> None:
+    """An `OnProgress` for a caller that asked for none."""

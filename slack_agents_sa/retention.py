@@ -37,7 +37,7 @@ from slack_agents_sa.models import (
 )
 from slack_agents_sa.progress import OnProgress
 from slack_agents_sa.types import utcnow
-from slack_agents_sa.validation import check_text
+from slack_agents_sa.validation import check_batch_size, check_text
 
 #: Conversations per transaction. Pruning 1M blocks, 10 conversations of 100 blocks a batch
 #: took at most 109 ms on PostgreSQL and 66-250 ms on SQLite; 100 a batch, 1.3 s and 0.6 s
@@ -95,12 +95,6 @@ def cutoff_of(older_than: timedelta | datetime) -> datetime:
     if older_than <= timedelta(0):
         raise ValueError("older_than must be a positive duration")
     return utcnow() - older_than
-
-
-def _check_batch_size(batch_size: int) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError("batch_size must be an int of at least 1")
-    return batch_size
 
 
 # --- conversations -----------------------------------------------------------------------
@@ -333,7 +327,7 @@ class RetentionMethods(UsesDatabase):
         if agent_name is not None:
             check_text("agent_name", agent_name, NAME_LENGTH)
         return await prune_conversations(
-            self.db, cutoff, agent_name, dry_run, _check_batch_size(batch_size), on_batch
+            self.db, cutoff, agent_name, dry_run, check_batch_size(batch_size), on_batch
         )
 
     async def prune_namespace(
@@ -350,5 +344,5 @@ class RetentionMethods(UsesDatabase):
         check_text("namespace", namespace, NAME_LENGTH)
         cutoff = cutoff_of(older_than)
         return await prune_key_values(
-            self.db, namespace, cutoff, dry_run, _check_batch_size(batch_size), on_batch
+            self.db, namespace, cutoff, dry_run, check_batch_size(batch_size), on_batch
         )

@@ -82,3 +82,10 @@ def to_optional_id(name: str, value: Any) -> int | None:
     if value is None or value == "" or value == 0:
         return None
     return to_id(name, value)
+
+
+def check_batch_size(batch_size: int) -> int:
+    """`batch_size` of a long job, or ValueError unless it is an int of at least 1."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError("batch_size must be an int of at least 1")
+    return batch_size
