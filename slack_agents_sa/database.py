@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 from slack_agents_sa.backends import ExecutorParts, SessionOptions, backend_for
+from slack_agents_sa.backends.connect import bounded, connect_timeout_in_url
 from slack_agents_sa.errors import ProviderClosedError, TransactionConflictError
 from slack_agents_sa.executors import EngineExecutor, Executor, LanePolicy, Step, Values
 from slack_agents_sa.settings import ProviderSettings
@@ -30,20 +31,31 @@ def make_engine(
     pool_options: dict[str, Any] | None = None,
     pool_pre_ping: bool = False,
     session: SessionOptions | None = None,
+    connection_hooks: bool = True,
 ) -> AsyncEngine:
     """An engine set up as every part of this package wants it (provider, CLI, Alembic).
 
     `session` carries the provider's options; a caller that has only a URL (the CLI,
     Alembic's env.py) passes `schema`, and PgBouncer mode is then read from the URL the
-    `pgbouncer` option made.
+    `pgbouncer` option made. `connection_hooks=False`: a database that is not ours (an
+    import's source), connected as the URL says and left as it is (no SQLite pragmas).
     """
     backend = backend_for(url)
     if session is None:
         session = SessionOptions(schema=schema, pgbouncer=backend.pgbouncer_in_url(url))
     if session.schema is not None and not backend.supports_schema:
         raise ValueError(f"a schema is supported on PostgreSQL only, not {url.drivername}")
+    options = backend.engine_options(url, pool_options or {}, session)
+    connect = backend.driver_connect(url)
+    timeout = connect_timeout_in_url(url)
+    timeout = session.connect_timeout if timeout is None else timeout
+    if connect is not None:
+        options["connect_args"] = {
+            **options.get("connect_args", {}),
+            "async_creator_fn": bounded(connect, timeout),
+        }
     engine = create_async_engine(
-        url,
+        backend.driver_url(url),
         echo=echo,
         pool_pre_ping=pool_pre_ping or backend.needs_pre_ping,
         # Values (OAuth secrets among them) stay out of logs and exception messages.
@@ -52,9 +64,10 @@ def make_engine(
         # Every checkout ends its own transaction (statement() autocommits, transaction()
         # commits or rolls back), so the pool's extra ROLLBACK per return is a wasted trip.
         pool_reset_on_return=None,
-        **backend.engine_options(url, pool_options or {}, session),
+        **options,
     )
-    backend.install_connection_hooks(engine, session)
+    if connection_hooks:
+        backend.install_connection_hooks(engine, session)
     return engine
 
 

@@ -16,12 +16,12 @@ from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from slack_agents_sa.backends import backend_for
 from slack_agents_sa.backends.builtin_source import BuiltinSource, SourceBlock, json_value, utc
 from slack_agents_sa.blocks import in_history
-from slack_agents_sa.database import Database
+from slack_agents_sa.database import Database, make_engine
 from slack_agents_sa.errors import ImportSourceError
 from slack_agents_sa.executors.engine import insert_returning_id
 from slack_agents_sa.models import (
@@ -285,7 +285,7 @@ async def _upsert_returning_id(
 async def _source_connection(url: URL) -> AsyncIterator[BuiltinSource]:
     if (reason := backend_for(url).absent(url)) is not None:
         raise ImportSourceError(f"{reason}: nothing to import (and none is created)")
-    engine = create_async_engine(url, hide_parameters=True)
+    engine = make_engine(url, connection_hooks=False)
     try:
         async with engine.connect() as conn:
             source = backend_for(conn.dialect.name).builtin_source(conn)

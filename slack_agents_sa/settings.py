@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from slack_agents_sa.backends import SessionOptions, async_drivername, backend_for
+from slack_agents_sa.backends.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_timeout_in_url
 from slack_agents_sa.errors import ConfigError
 from slack_agents_sa.secretbox import SecretBox, split_keys
 
@@ -41,6 +42,9 @@ _DRIVER_EXTRAS = {"asyncmy": "mysql", "aiomysql": "aiomysql", "pymysql": "aiomys
 
 # Query parameters whose values are credentials (password=, sslpassword=, token=, api_key=, ...).
 _SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token|api_?key|credential", re.IGNORECASE)
+
+# Characters of a query value shown as they are (host lists, file paths).
+_SHOWN_AS_IS = ":/[],"
 
 # `user:password@rest` as SQLAlchemy splits a URL: the password ends at the first '@', so
 # an '@' in `rest` means a password with an unescaped '@', whose tail SQLAlchemy would read
@@ -65,7 +69,7 @@ def safe_url(url: URL | str) -> str:
         if stray := _stray_at(url):
             return f"{scheme}://{stray['user']}:***@***"
         try:
-            url = make_url(url)
+            url = make_url(_as_sqlalchemy_parses(url))
         except (ArgumentError, ValueError):  # ValueError: a port that is not a number
             return f"{scheme}://***" if has_scheme else "***"
     elif url.password is not None and "@" in f"{url.host or ''}{url.database or ''}":
@@ -74,7 +78,8 @@ def safe_url(url: URL | str) -> str:
     # Rendered by hand: SQLAlchemy would percent-encode the `***` of a masked value.
     shown = url.set(query={}).render_as_string(hide_password=True)
     parameters = [
-        f"{quote_plus(name)}={'***' if _SECRET_PARAMETER.search(name) else quote_plus(value)}"
+        f"{quote_plus(name)}="
+        f"{'***' if _SECRET_PARAMETER.search(name) else quote_plus(value, safe=_SHOWN_AS_IS)}"
         for name, values in url.query.items()
         for value in ((values,) if isinstance(values, str) else values)
     ]
@@ -91,6 +96,7 @@ def normalize_url(raw: str) -> URL:
             "the database URL has an '@' after the one that ends its password: "
             "percent-encode an '@' in the password (or anywhere after it) as %40"
         )
+    raw = _as_sqlalchemy_parses(raw)
     try:
         url = make_url(raw)
     except ArgumentError:
@@ -120,9 +126,18 @@ def normalize_url(raw: str) -> URL:
         hint = f"pip install 'slack_agents_sa[{extra}]'" if extra else f"pip install {module}"
         raise ValueError(f"driver {driver!r} for {shown} is not installed: {hint}") from None
     try:
+        connect_timeout_in_url(url)
         return backend_for(url).checked_url(url)
     except ValueError as error:
         raise ValueError(f"{error} (in {shown})") from None
+
+
+def _as_sqlalchemy_parses(raw: str) -> str:
+    """`raw` in a form `make_url` reads (libpq's `h1,h2` host list on PostgreSQL)."""
+    scheme, has_scheme, _ = raw.partition("://")
+    if not has_scheme:
+        return raw
+    return backend_for(async_drivername(scheme).partition("+")[0]).url_text(raw)
 
 
 def check_schema(url: URL, schema: str) -> None:
@@ -181,6 +196,10 @@ class ProviderSettings(BaseModel):
     #: `LockTimeoutError` (PostgreSQL `lock_timeout`, InnoDB `innodb_lock_wait_timeout` in
     #: whole seconds, SQLite's busy timeout). None: the database's default (SQLite: 30 s).
     lock_timeout: float | None = Field(default=None, gt=0)
+    #: Seconds opening a connection may take (TCP, TLS, authentication, every host of a
+    #: multi-host URL together) before `ConnectionLostError` names the server. 0: no limit.
+    #: The URL's `connect_timeout` says the same; set it in one place.
+    connect_timeout: float = Field(default=DEFAULT_CONNECT_TIMEOUT_S, ge=0)
     #: Fernet keys (a list, or one comma-separated string) that encrypt the OAuth secrets we
     #: store: the first encrypts, all decrypt (see `secretbox.py`). None: stored as given.
     encryption_keys: tuple[SecretStr, ...] | None = None
@@ -204,6 +223,19 @@ class ProviderSettings(BaseModel):
                 raise ValueError(f"option 'pgbouncer' {error}") from None
             # Frozen model: the URL every engine of this provider is made from, set once here.
             object.__setattr__(self, "url", url)
+        return self
+
+    @model_validator(mode="after")
+    def _one_connect_timeout(self) -> ProviderSettings:
+        in_url = connect_timeout_in_url(self.url)
+        if in_url is None:
+            return self
+        if "connect_timeout" in self.model_fields_set and in_url != self.connect_timeout:
+            raise ValueError(
+                f"option 'connect_timeout' ({self.connect_timeout:g}) and the URL's "
+                f"connect_timeout ({in_url:g}) disagree: set it in one place"
+            )
+        object.__setattr__(self, "connect_timeout", in_url)
         return self
 
     @model_validator(mode="after")
@@ -290,6 +322,7 @@ class ProviderSettings(BaseModel):
             pgbouncer=self.pgbouncer,
             statement_timeout=self.statement_timeout,
             lock_timeout=self.lock_timeout,
+            connect_timeout=self.connect_timeout,
         )
 
     def pool_options(self) -> dict[str, Any]:

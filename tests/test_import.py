@@ -182,6 +182,17 @@ async def test_the_command_prints_the_summary(source: Source, tmp_path: Path) ->
     assert re.search(r"^blocks\s+17\s+17$", result.stdout, re.MULTILINE), result.stdout
 
 
+@pytest.mark.parametrize("source", ["postgres"], indirect=True)
+async def test_a_source_url_with_libpq_options_is_read(source: Source, tmp_path: Path) -> None:
+    """The URL a built-in PostgreSQL provider ran with, libpq's options and all."""
+    libpq = {"sslmode": "prefer", "application_name": "import", "connect_timeout": "5"}
+    source_url = source[0].update_query_dict(libpq).render_as_string(hide_password=False)
+    target = f"sqlite:///{tmp_path / 'ours.db'}"
+    result = await asyncio.to_thread(run_cli, "--url", target, "import", "--from", source_url)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^messages\s+3\s+3$", result.stdout, re.MULTILINE), result.stdout
+
+
 async def test_a_database_that_is_not_a_built_in_one_is_refused(tmp_path: Path) -> None:
     ours = f"sqlite:///{tmp_path / 'ours.db'}"
     storage = Provider(url=ours)

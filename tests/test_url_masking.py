@@ -39,9 +39,10 @@ FORMS = [
         f"postgresql://u@{UNREACHABLE}/x?password=***&application_name=a+b",
     ),
     (
+        # MySQL: asyncpg takes no `PASSWORD` (refused when the URL is read, still masked).
         "query-upper-case",
-        f"postgresql://u@{UNREACHABLE}/x?PASSWORD=Hunter%402Tango",
-        f"postgresql://u@{UNREACHABLE}/x?PASSWORD=***",
+        f"mysql://u@{UNREACHABLE}/x?PASSWORD=Hunter%402Tango",
+        f"mysql://u@{UNREACHABLE}/x?PASSWORD=***",
     ),
     (
         "query-sslpassword",

@@ -7,6 +7,7 @@ executor) and never compares dialect names.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,6 +32,11 @@ from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.schema import CreateSchema
 
+from slack_agents_sa.backends.connect import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    URL_KEY,
+    Connect,
+)
 from slack_agents_sa.errors import ImportSourceError, MigrationLockError
 from slack_agents_sa.executors.base import Fault, LanePolicy
 from slack_agents_sa.executors.statement_cache import StatementCache
@@ -61,6 +67,8 @@ class SessionOptions:
     statement_timeout: float | None = None
     #: Seconds a statement may wait for a lock (None: the database's default).
     lock_timeout: float | None = None
+    #: Seconds opening a connection may take, every host included (0: no limit).
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,9 @@ class Backend:
     #: The isolation level that gives `collect_stats` on an engine one snapshot for all its
     #: statements (None: the dialect's default transaction already does).
     stats_isolation: str | None = None
+    #: Drivers whose module-level `connect` coroutine SQLAlchemy's adapter calls (see
+    #: `driver_connect`).
+    connect_drivers: frozenset[str] = frozenset()
 
     def __init__(self, dialect_name: str) -> None:
         self.dialect_name = dialect_name
@@ -145,6 +156,26 @@ class Backend:
         """Why connecting to `url` would create a new, empty database rather than open one
         (a reason for a message); None when it exists or this database cannot tell."""
         return None
+
+    def url_text(self, raw: str) -> str:
+        """A URL as typed, rewritten into a form SQLAlchemy parses (before `make_url`)."""
+        return raw
+
+    def driver_url(self, url: URL) -> URL:
+        """`url` without the query options the dialect would hand the driver but that we
+        apply ourselves (`connect_timeout` on drivers `driver_connect` knows)."""
+        if self.driver_connect(url) is None:
+            return url
+        return url.difference_update_query([URL_KEY])
+
+    def driver_connect(self, url: URL) -> Connect | None:
+        """The driver's `connect` coroutine SQLAlchemy's adapter calls, so the provider can
+        bound it (option `connect_timeout`); None where it cannot."""
+        driver = url.get_driver_name()
+        if driver not in self.connect_drivers:
+            return None
+        connect: Connect = importlib.import_module(driver).connect
+        return connect
 
     def is_memory(self, url: URL) -> bool:
         """Whether the database lives in the process's memory and goes with it."""

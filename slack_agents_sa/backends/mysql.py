@@ -86,6 +86,7 @@ class MySQL(Backend):
     needs_pre_ping = True
     # Below the servers' default wait_timeout (8 h) and common proxies' idle limits.
     default_pool_recycle = 3600
+    connect_drivers = frozenset({"asyncmy", "aiomysql"})
 
     def checked_url(self, url: URL) -> URL:
         # Connections default to the server's character set, which may not hold emoji.

@@ -54,6 +54,12 @@ from slack_agents_sa.backends.base import (
     lock_not_taken,
     on_conflict_upsert,
 )
+from slack_agents_sa.backends.postgresql_url import (
+    check_options,
+    comma_hosts_as_query,
+    dsn_options,
+    without_dsn_options,
+)
 from slack_agents_sa.executors.base import Fault
 
 if TYPE_CHECKING:
@@ -129,6 +135,19 @@ class PostgreSQL(Backend):
     supports_schema = True
     # READ COMMITTED would give each statement its own snapshot.
     stats_isolation = "REPEATABLE READ"
+    connect_drivers = frozenset({"asyncpg"})
+
+    def url_text(self, raw: str) -> str:
+        return comma_hosts_as_query(raw)
+
+    def checked_url(self, url: URL) -> URL:
+        if url.get_driver_name() == "asyncpg":
+            check_options(url)
+        return url
+
+    def driver_url(self, url: URL) -> URL:
+        url = super().driver_url(url)
+        return without_dsn_options(url) if url.get_driver_name() == "asyncpg" else url
 
     def engine_options(
         self, url: URL, pool_options: dict[str, Any], session: SessionOptions
@@ -156,6 +175,8 @@ class PostgreSQL(Backend):
             settings["search_path"] = session.schema
         if settings:
             connect_args["server_settings"] = settings
+        if url.get_driver_name() == "asyncpg" and (dsn := dsn_options(url)) is not None:
+            connect_args["dsn"] = dsn
         if connect_args:
             options["connect_args"] = connect_args
         return options
