@@ -2,11 +2,14 @@
 
     python scripts/lowest_deps.py            # constraints: one `name==lower` a line
     python scripts/lowest_deps.py --extras   # every extra, comma-separated: `-e .[that]`
+                                             # (./dev adds `--group dev` for the test tools)
     .venv-lowest/bin/python scripts/lowest_deps.py --check   # installed == constraints?
 
-Read from `[project].dependencies` and every `[project.optional-dependencies]` group, so a
-changed lower bound is tested by the next run. Each requirement with a lower bound (`>=`,
-`~=` or `==`) is pinned to it; a name found twice is pinned to the higher of its bounds.
+Read from `[project].dependencies`, every `[project.optional-dependencies]` extra and every
+`[dependency-groups]` group (PEP 735: the dev group repeats the extras' drivers and adds
+opentelemetry-sdk), so a changed lower bound is tested by the next run. Each requirement
+with a lower bound (`>=`, `~=` or `==`) is pinned to it; a name found twice is pinned to
+the higher of its bounds.
 The test tools (TEST_TOOLS) stay free: any version pip picks. Requirements this script
 cannot read (environment markers, URLs, `>` alone) stop it rather than go untested.
 Standard library only: it runs on the bare interpreter before any venv exists.
@@ -64,10 +67,14 @@ def lower_bound(requirement: str) -> tuple[str, str | None]:
 
 
 def requirements(pyproject: dict[str, Any]) -> list[str]:
+    """Every requirement string of the project, its extras and its dependency groups."""
     project = pyproject["project"]
     found = list(project.get("dependencies", []))
-    for group in project.get("optional-dependencies", {}).values():
-        found.extend(group)
+    for extra in project.get("optional-dependencies", {}).values():
+        found.extend(extra)
+    for group in pyproject.get("dependency-groups", {}).values():
+        # `{include-group = "other"}` entries name a group that is read on its own anyway.
+        found.extend(entry for entry in group if isinstance(entry, str))
     return found
 
 

@@ -5,6 +5,10 @@ What an agent process needs is imported here; `Stats` and `collect_stats` load o
 
 from typing import TYPE_CHECKING, Any
 
+#: The release, read by the build (pyproject's `[tool.hatch.version]`) and `--version`: one
+#: source, and no `importlib.metadata` at import time.
+__version__ = "0.1.0"
+
 from slack_agents_sa.errors import (
     ConfigError,
     ConnectionLostError,
@@ -70,6 +74,7 @@ __all__ = [
     "SlackAgentsSAError",
     "Stats",
     "ToolCall",
+    "__version__",
     "collect_stats",
     "metadata",
 ]

@@ -177,7 +177,8 @@ class SchemaState:
         return SchemaTooNewError(
             f"database schema is at revision {self.revision}, which this slack_agents_sa "
             f"(head {self.head}) does not know: a newer release migrated it, and {needs}. "
-            f"Upgrade slack_agents_sa to a release that knows revision {self.revision}, or "
+            f"Upgrade slack_agents_sa to a release whose migration head is {self.revision} "
+            f"or later (CHANGELOG.md lists each release's head), or "
             f"downgrade the database to {self.head} with the newer release "
             f"(`slack-agents-sa downgrade {self.head}`)",
             database_revision=self.revision,

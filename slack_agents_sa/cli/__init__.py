@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from slack_agents_sa import __version__
 from slack_agents_sa.cli import importing, keys, migrations, prune, stats
 from slack_agents_sa.cli.common import Target, resolve_target, say
 from slack_agents_sa.cli.exits import (
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit codes: 0 ok, 1 failed, 2 usage or configuration, 3 unreachable, "
         "4 schema not at head (check, stats), 130 interrupted.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--url", help="database URL, e.g. postgresql://user@host/db")
     where.add_argument("--config", help="an agent's config.yaml, or its directory")

@@ -74,7 +74,8 @@ async def cmd_current(target: Target, args: argparse.Namespace) -> int:
         elif state.status is SchemaStatus.NEWER_COMPATIBLE:
             note = f" (newer than this release's head {state.head}; compatible)"
         elif state.status is SchemaStatus.NEWER_INCOMPATIBLE:
-            needs = state.oldest_compatible_head or "a release that knows it"
+            needs = state.oldest_compatible_head or "a release whose head is this revision or later"
+            needs += " (CHANGELOG.md lists each release's head)"
             note = (
                 f" (unknown to this release, head {state.head}; needs slack_agents_sa at {needs})"
             )
