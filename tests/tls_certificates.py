@@ -26,6 +26,9 @@ def _authority(directory: Path, name: str) -> None:
         *("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
         *("-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2"),
         *("-subj", f"/CN={name}"),
+        # Python 3.13's default context refuses a CA certificate without key usage.
+        *("-addext", "basicConstraints=critical,CA:TRUE"),
+        *("-addext", "keyUsage=critical,keyCertSign,cRLSign"),
     )
 
 

@@ -59,21 +59,33 @@ def bounded(connect: Connect, seconds: float) -> Callable[..., Coroutine[Any, An
                 f"timed out after {seconds:g} s connecting to {servers(kwargs)} "
                 f"(option `{URL_KEY}`)"
             ) from None
-        except ssl.SSLCertVerificationError as error:
-            raise ConnectionError(
-                f"the TLS certificate of {servers(kwargs)} did not verify against the trusted "
-                f"CA certificates (sslrootcert, ssl_ca): certificate verify failed: "
-                f"{error.verify_message}"
-            ) from error
-        except ssl.SSLError as error:
-            if "PEM lib" not in str(error):  # OpenSSL's reason when a cert or key won't load
-                raise
-            raise ConnectionError(
-                "cannot load the TLS client certificate or its key (sslcert and sslkey, "
-                "ssl_cert and ssl_key): a wrong key password (sslpassword), or not PEM files"
-            ) from error
+        except Exception as error:
+            # A driver may wrap the TLS error in its own (asyncmy: 2003 "Can't connect").
+            tls = _tls_error_in(error)
+            if isinstance(tls, ssl.SSLCertVerificationError):
+                raise ConnectionError(
+                    f"the TLS certificate of {servers(kwargs)} did not verify against the "
+                    f"trusted CA certificates (sslrootcert, ssl_ca): certificate verify "
+                    f"failed: {tls.verify_message}"
+                ) from error
+            if tls is not None and "PEM lib" in str(tls):  # OpenSSL: a cert or key won't load
+                raise ConnectionError(
+                    "cannot load the TLS client certificate or its key (sslcert and sslkey, "
+                    "ssl_cert and ssl_key): a wrong key password (sslpassword), or not PEM files"
+                ) from error
+            raise
 
     return connect_within
+
+
+def _tls_error_in(error: BaseException) -> ssl.SSLError | None:
+    """The TLS error `error` is, or was raised from (a few links down its chain), if any."""
+    seen: BaseException | None = error
+    for _ in range(4):
+        if seen is None or isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def servers(connect_kwargs: dict[str, Any]) -> str:

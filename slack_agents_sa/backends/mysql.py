@@ -4,6 +4,7 @@ asyncmy lanes."""
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -32,6 +33,7 @@ from slack_agents_sa.backends.base import (
     UpsertShape,
     lock_not_taken,
 )
+from slack_agents_sa.backends.connect import Connect
 from slack_agents_sa.executors.base import Fault
 from slack_agents_sa.executors.packets import packet_too_large, parameters_size, utf8_size
 from slack_agents_sa.models import table_of
@@ -87,6 +89,21 @@ class MySQL(Backend):
     # Below the servers' default wait_timeout (8 h) and common proxies' idle limits.
     default_pool_recycle = 3600
     connect_drivers = frozenset({"asyncmy", "aiomysql"})
+
+    def driver_connect(self, url: URL) -> Connect | None:
+        """aiomysql wants an `ssl.SSLContext` where SQLAlchemy hands it the URL's `ssl_*`
+        options as a dict (asyncmy takes the dict): the context is made from it here."""
+        connect = super().driver_connect(url)
+        if connect is None or url.get_driver_name() != "aiomysql":
+            return connect
+        plain: Connect = connect
+
+        async def connect_with_context(*args: Any, **kwargs: Any) -> Any:
+            if isinstance(kwargs.get("ssl"), dict):
+                kwargs["ssl"] = _tls_context(kwargs["ssl"])
+            return await plain(*args, **kwargs)
+
+        return connect_with_context
 
     def checked_url(self, url: URL) -> URL:
         # Connections default to the server's character set, which may not hold emoji.
@@ -279,3 +296,17 @@ def _quiet_primary_key_name_notes() -> None:
     logger = logging.getLogger("asyncmy")
     if not any(isinstance(existing, _PrimaryKeyNameNote) for existing in logger.filters):
         logger.addFilter(_PrimaryKeyNameNote())
+
+
+def _tls_context(options: dict[str, Any]) -> ssl.SSLContext:
+    """A TLS context from SQLAlchemy's MySQL `ssl` dict, as asyncmy makes one: with a CA
+    the certificate and (unless `check_hostname` is false) the host name are checked."""
+    has_ca = "ca" in options or "capath" in options
+    context = ssl.create_default_context(cafile=options.get("ca"), capath=options.get("capath"))
+    context.check_hostname = has_ca and bool(options.get("check_hostname", True))
+    context.verify_mode = ssl.CERT_REQUIRED if has_ca else ssl.CERT_NONE
+    if "cert" in options:
+        context.load_cert_chain(options["cert"], keyfile=options.get("key"))
+    if "cipher" in options:
+        context.set_ciphers(options["cipher"])
+    return context
