@@ -18,6 +18,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from slack_agents_sa.alembic_logging import alembic_set_up_at_debug
+
+alembic_set_up_at_debug()  # before Alembic's first import, which logs its plugins
+
 from alembic import command
 from alembic.config import Config
 from alembic.operations import Operations

@@ -39,7 +39,15 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "database",
-        ("startup", "database", "migrate", "migration_lock", "schema_version", "settings"),
+        (
+            "startup",
+            "database",
+            "migrate",
+            "migration_lock",
+            "alembic_logging",
+            "schema_version",
+            "settings",
+        ),
     ),
     ("backends", ("backends",)),
     ("executors", ("executors",)),
