@@ -200,6 +200,11 @@ class ProviderSettings(BaseModel):
     #: multi-host URL together) before `ConnectionLostError` names the server. 0: no limit.
     #: The URL's `connect_timeout` says the same; set it in one place.
     connect_timeout: float = Field(default=DEFAULT_CONNECT_TIMEOUT_S, ge=0)
+    #: MySQL/MariaDB on a multi-primary Galera cluster: every read sees every write the
+    #: cluster committed before it (`wsrep_sync_wait = 1`), so a replica behind a load
+    #: balancer never reads a thread without its last turn. None: on wherever the server
+    #: reports `wsrep_on`; false: off (reads may lag other nodes). Elsewhere: no effect.
+    read_your_writes: bool | None = None
     #: Fernet keys (a list, or one comma-separated string) that encrypt the OAuth secrets we
     #: store: the first encrypts, all decrypt (see `secretbox.py`). None: stored as given.
     encryption_keys: tuple[SecretStr, ...] | None = None
@@ -323,6 +328,7 @@ class ProviderSettings(BaseModel):
             statement_timeout=self.statement_timeout,
             lock_timeout=self.lock_timeout,
             connect_timeout=self.connect_timeout,
+            read_your_writes=self.read_your_writes,
         )
 
     def pool_options(self) -> dict[str, Any]:

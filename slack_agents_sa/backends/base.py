@@ -69,6 +69,9 @@ class SessionOptions:
     lock_timeout: float | None = None
     #: Seconds opening a connection may take, every host included (0: no limit).
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S
+    #: MySQL/MariaDB on a Galera cluster: each read waits for the cluster's commits
+    #: (`wsrep_sync_wait = 1`). None: on wherever the server reports `wsrep_on`.
+    read_your_writes: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,13 @@ class MySQL(Backend):
                 cursor.execute(statement, (value,))
                 if statement.startswith(_STATEMENT_TIME_SETTERS):
                     record.info[_STATEMENT_TIME] = (statement, value)
+            if session.read_your_writes is not False:
+                # A Galera node answers reads from what it has applied so far, which may lag
+                # another node's commit: wait for the cluster's commits before each read.
+                cursor.execute("SHOW VARIABLES LIKE 'wsrep_on'")
+                found = cursor.fetchone()
+                if found is not None and str(found[1]).upper() == "ON":
+                    cursor.execute("SET SESSION wsrep_sync_wait = 1")
             cursor.close()
 
         @event.listens_for(engine.sync_engine, "before_cursor_execute")
