@@ -34,7 +34,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from slack_agents_sa.backends import MIGRATION_LOCK_TIMEOUT_S, backend_for
 from slack_agents_sa.errors import MigrationError, SchemaOutOfDateError, SchemaTooNewError
 from slack_agents_sa.migration_lock import in_process_migration_lock, in_process_migration_lock_sync
-from slack_agents_sa.models import OUR_TABLES, SchemaCompatibility, table_of
+from slack_agents_sa.models import (
+    MIGRATION_LEASE_TABLE,
+    OUR_TABLES,
+    SchemaCompatibility,
+    table_of,
+)
 from slack_agents_sa.schema_version import VERSION_TABLE as VERSION_TABLE  # env.py imports it here
 
 logger = logging.getLogger(__name__)
@@ -380,7 +385,7 @@ def is_ours(name: str | None, type_: str) -> bool:
     return `not is_ours(...)` there and autogenerate leaves our tables to our migrations."""
     if type_ != "table" or name is None:
         return False
-    return name == VERSION_TABLE or name in OUR_TABLES
+    return name in (VERSION_TABLE, MIGRATION_LEASE_TABLE) or name in OUR_TABLES
 
 
 def _table_name(obj: Any, name: str | None, type_: str) -> str | None:
@@ -395,7 +400,8 @@ def only_ours(obj: Any, name: str | None, type_: str, reflected: bool, compare_t
     business, never ours.
     """
     table = _table_name(obj, name, type_)
-    return table is None or is_ours(table, "table")
+    # The lease table is no model: our migrations neither create nor drop it.
+    return table is None or (is_ours(table, "table") and table != MIGRATION_LEASE_TABLE)
 
 
 def all_but_ours(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:

@@ -306,3 +306,6 @@ class SchemaCompatibility(Base):
 #: The names of this package's tables, fixed here, before any host app adds its own
 #: tables to `metadata` (which they share).
 OUR_TABLES = frozenset(metadata.tables)
+#: MySQL/MariaDB: the migration lock's row lives here (`backends/mysql_lease.py`); not a
+#: model, since it must exist before any migration runs.
+MIGRATION_LEASE_TABLE = "slack_agents_sa_migration_lease"

@@ -147,6 +147,19 @@ def galera(pytestconfig: pytest.Config) -> Iterator[GaleraCluster]:
         cluster.stop()
 
 
+@pytest.fixture
+async def galera_database(galera: GaleraCluster) -> AsyncIterator[list[str]]:
+    """A new, empty database on the Galera cluster: its URL on each node, in node order."""
+    first = await create_scratch_database(galera.url)
+    try:
+        yield [
+            url.set(database=first.database).render_as_string(hide_password=False)
+            for url in galera.urls()
+        ]
+    finally:
+        await drop_scratch_database(galera.url, first)
+
+
 def server_url_of(backend: Backend, request: pytest.FixtureRequest) -> URL:
     """`backend`'s server URL: its variable's, or (a throwaway server) that of the server its
     fixture started, starting it now if this is its first use."""

@@ -8,45 +8,27 @@ on another node (measured: a third of reads right after a write were stale with
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from sqlalchemy import text
 
 from tests.databases import (
     MYSQL,
-    create_scratch_database,
-    drop_scratch_database,
     opened_provider,
     scratch_database,
 )
-from tests.galera_cluster import GaleraCluster
 
 EXECUTORS = ["native", "sqlalchemy"]
 #: Write on node 1, read at once on node 2, this many times.
 ROUNDS = 150
 
 
-@pytest.fixture
-async def database(galera: GaleraCluster) -> AsyncIterator[list[str]]:
-    """A scratch database on the cluster: its URL on each node."""
-    first = await create_scratch_database(galera.url)
-    try:
-        yield [
-            url.set(database=first.database).render_as_string(hide_password=False)
-            for url in galera.urls()
-        ]
-    finally:
-        await drop_scratch_database(galera.url, first)
-
-
 @pytest.mark.parametrize("executor", EXECUTORS)
 async def test_a_write_on_one_node_is_read_at_once_on_another(
-    database: list[str], executor: str
+    galera_database: list[str], executor: str
 ) -> None:
     async with (
-        opened_provider(database[0], executor=executor) as writer,
-        opened_provider(database[1], executor=executor) as reader,
+        opened_provider(galera_database[0], executor=executor) as writer,
+        opened_provider(galera_database[1], executor=executor) as reader,
     ):
         stale = 0
         for round_ in range(ROUNDS):
@@ -58,10 +40,10 @@ async def test_a_write_on_one_node_is_read_at_once_on_another(
 
 @pytest.mark.parametrize(("option", "expected"), [(None, 1), (True, 1), (False, 0)])
 async def test_read_your_writes_sets_wsrep_sync_wait_on_every_connection(
-    database: list[str], option: bool | None, expected: int
+    galera_database: list[str], option: bool | None, expected: int
 ) -> None:
     async with (
-        opened_provider(database[1], read_your_writes=option) as storage,
+        opened_provider(galera_database[1], read_your_writes=option) as storage,
         storage.db.engine.connect() as conn,
     ):
         assert await conn.scalar(text("SELECT @@wsrep_sync_wait")) == expected

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from slack_agents_sa import Provider
 from slack_agents_sa.migrate import VERSION_TABLE, all_but_ours, current_revisions, head_revisions
-from slack_agents_sa.models import Base, metadata
+from slack_agents_sa.models import MIGRATION_LEASE_TABLE, Base, metadata
 from slack_agents_sa.settings import normalize_url
 from tests.test_cli import run_cli
 
@@ -96,7 +96,11 @@ async def test_upgrade_check_run_and_downgrade_both_schemas(empty_url: str) -> N
     ours_down = run_cli("--url", empty_url, "downgrade", "base")
     assert ours_down.returncode == 0, ours_down.stderr
     # Version tables stay (empty); every table of ours and of the app is gone.
-    assert await _inspect(empty_url, _tables) <= {"alembic_version", VERSION_TABLE}
+    assert await _inspect(empty_url, _tables) <= {
+        "alembic_version",
+        VERSION_TABLE,
+        MIGRATION_LEASE_TABLE,
+    }
 
 
 async def test_autogenerate_sees_exactly_the_app_table(empty_url: str) -> None:

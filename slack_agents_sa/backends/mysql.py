@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -34,6 +35,7 @@ from slack_agents_sa.backends.base import (
     lock_not_taken,
 )
 from slack_agents_sa.backends.connect import Connect
+from slack_agents_sa.backends.mysql_lease import LEASE_TABLE, drop_lease, take_lease
 from slack_agents_sa.executors.base import Fault
 from slack_agents_sa.executors.packets import packet_too_large, parameters_size, utf8_size
 from slack_agents_sa.models import table_of
@@ -53,6 +55,8 @@ _INFORMATION_SCHEMA_TABLES = sql_table(
 #: Lock names are server-wide: ours adds the database's name (one lock per database, as
 #: PostgreSQL's advisory locks are), cut to the 64 characters a name may have.
 MIGRATION_LOCK_PREFIX = "slack_agents_sa_migrations:"
+#: Where a migration connection keeps the lease it holds (`conn.info`).
+_LEASE = "slack_agents_sa_lease"
 _GET_LOCK = text(
     "SELECT name, GET_LOCK(name, :timeout) "
     "FROM (SELECT LEFT(CONCAT(:prefix, DATABASE()), 64) AS name) AS migration_lock"
@@ -227,16 +231,30 @@ class MySQL(Backend):
     async def take_migration_lock(
         self, conn: AsyncConnection, lock_timeout: float = MIGRATION_LOCK_TIMEOUT_S
     ) -> None:
-        """GET_LOCK, held by the session until `release_migration_lock` (after COMMIT)."""
+        """GET_LOCK (this server's migrators queue there), then the lease row that holds
+        across a Galera cluster (`mysql_lease`); both kept until `release_migration_lock`,
+        after COMMIT."""
+        started = time.monotonic()
         values = {"prefix": MIGRATION_LOCK_PREFIX, "timeout": lock_timeout}
         name, got = (await conn.execute(_GET_LOCK, values)).one()
         if got != 1:  # 0: timed out; NULL: an error (the wait was killed, out of memory)
             name = name.decode() if isinstance(name, bytes) else name
             lock = f"MySQL/MariaDB GET_LOCK('{name}')"
             raise lock_not_taken(lock, lock_timeout, timed_out=got == 0)
+        left = max(0.0, lock_timeout - (time.monotonic() - started))
+        lease = await take_lease(conn.engine, left)
+        if lease is None:
+            await conn.execute(_RELEASE_LOCK, {"prefix": MIGRATION_LOCK_PREFIX})
+            raise lock_not_taken(f"the lease row of {LEASE_TABLE}", lock_timeout, timed_out=True)
+        conn.info[_LEASE] = lease
 
     async def release_migration_lock(self, conn: AsyncConnection) -> None:
-        await conn.execute(_RELEASE_LOCK, {"prefix": MIGRATION_LOCK_PREFIX})
+        lease = conn.info.pop(_LEASE, None)
+        try:
+            if lease is not None:
+                await drop_lease(lease)
+        finally:
+            await conn.execute(_RELEASE_LOCK, {"prefix": MIGRATION_LOCK_PREFIX})
 
     async def before_migration(self, conn: AsyncConnection) -> None:
         # A migration may rebuild a large table: option `statement_timeout` is for calls.
