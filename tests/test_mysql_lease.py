@@ -10,12 +10,14 @@ run nothing; an expired one (its migrator crashed) is taken over.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 
 import pytest
 from sqlalchemy import text
 
 from slack_agents_sa import Provider
+from slack_agents_sa.backends.mysql_lease import LEASE_S
 from slack_agents_sa.database import make_engine
 from slack_agents_sa.errors import MigrationLockError
 from slack_agents_sa.migrate import run_locked
@@ -59,6 +61,7 @@ async def test_two_nodes_migrating_a_new_database_at_once_migrate_it_once(
 
 _HOLDER_PROCESS = """
 import asyncio, sys, time
+from slack_agents_sa.backends.mysql_lease import LEASE_S
 from slack_agents_sa.database import make_engine
 from slack_agents_sa.migrate import run_locked
 from slack_agents_sa.settings import normalize_url
@@ -148,4 +151,45 @@ async def test_an_expired_lease_of_a_crashed_migrator_is_taken_over() -> None:
         storage = Provider(url=url)
         await asyncio.wait_for(storage.initialize(), HANG_S)
         await storage.close()
+        assert await _versions(url) == [HEAD]
+
+
+async def _lease_rows(url: str) -> int:
+    engine = make_engine(normalize_url(url))
+    try:
+        async with engine.connect() as conn:
+            exists = await conn.scalar(
+                text(
+                    "SELECT COUNT(*) FROM information_schema.tables "
+                    "WHERE table_schema = DATABASE() AND table_name = :t"
+                ),
+                {"t": MIGRATION_LEASE_TABLE},
+            )
+            if not exists:
+                return 0
+            return int(await conn.scalar(text(f"SELECT COUNT(*) FROM {MIGRATION_LEASE_TABLE}")))
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("cancel_after_s", [0.02, 0.1, 0.3, 0.6])
+async def test_a_migration_cancelled_midway_lets_the_lease_go_at_once(
+    cancel_after_s: float,
+) -> None:
+    """Cancelled while taking, holding or giving back the lease: the row is gone well before
+    it would expire (LEASE_S), and the next start-up migrates."""
+    async with scratch_database(MYSQL) as url:
+        storage = Provider(url=url)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(storage.initialize(), cancel_after_s)
+        finally:
+            await storage.close()
+        for _ in range(int(LEASE_S / 3 / 0.05)):  # a third of the lease, polled
+            if not await _lease_rows(url):
+                break
+            await asyncio.sleep(0.05)
+        assert await _lease_rows(url) == 0
+        async with opened_provider(url) as again:
+            await again.set("ns", "k", {"v": 1})
         assert await _versions(url) == [HEAD]

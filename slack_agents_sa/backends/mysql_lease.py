@@ -95,11 +95,11 @@ class Lease:
 async def take_lease(engine: AsyncEngine, lock_timeout: float) -> Lease | None:
     """The lease, once free or expired; None if `lock_timeout` passed first (the caller
     raises `MigrationLockError`)."""
+    owner = uuid.uuid4().hex
     conn = await engine.connect()
     try:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         await conn.execute(_CREATE)
-        owner = uuid.uuid4().hex
         deadline = time.monotonic() + lock_timeout
         while True:
             try:
@@ -114,20 +114,47 @@ async def take_lease(engine: AsyncEngine, lock_timeout: float) -> Lease | None:
                 return None
             await asyncio.sleep(_RETRY_S)
     except BaseException:
-        await conn.invalidate()
+        # Cancelled (or failed) after the row may have become ours: others need not wait
+        # for it to expire.
+        await _let_go(conn, owner)
         raise
     return Lease(owner, conn, asyncio.create_task(_renew(conn, owner)))
 
 
 async def drop_lease(lease: Lease) -> None:
-    """Stop renewing, delete the row (if still ours) and close its connection."""
+    """Stop renewing, delete the row (if still ours) and close its connection; carried
+    through to the end even if the caller is cancelled meanwhile."""
     lease.renewing.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await lease.renewing
+    await _let_go(lease.conn, lease.owner)
+
+
+async def _let_go(conn: AsyncConnection, owner: str) -> None:
+    """Delete `owner`'s row and close `conn`, shielded; a failure leaves the row to expire."""
+
+    async def delete_and_close() -> None:
+        try:
+            await conn.execute(_DROP, {"owner": owner})
+        finally:
+            await conn.close()
+
+    cleanup = asyncio.ensure_future(delete_and_close())
     try:
-        await lease.conn.execute(_DROP, {"owner": lease.owner})
-    finally:
-        await lease.conn.close()
+        await asyncio.shield(cleanup)
+    except asyncio.CancelledError:
+        cleanup.add_done_callback(_retrieve)
+        raise
+    except Exception as error:  # the connection is gone: the lease expires by itself
+        logger.warning("slack_agents_sa: could not release the migration lease: %s", error)
+        with contextlib.suppress(Exception):
+            await conn.invalidate()
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """Consume a shielded clean-up's outcome once it ends (nobody awaits it any more)."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _renew(conn: AsyncConnection, owner: str) -> None:
