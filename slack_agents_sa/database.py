@@ -52,7 +52,7 @@ def make_engine(
     if connect is not None:
         options["connect_args"] = {
             **options.get("connect_args", {}),
-            "async_creator_fn": bounded(connect, timeout),
+            "async_creator_fn": bounded(connect, timeout, backend.connect_servers(url)),
         }
     engine = create_async_engine(
         backend.driver_url(url),

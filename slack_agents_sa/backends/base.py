@@ -171,6 +171,11 @@ class Backend:
             return url
         return url.difference_update_query([URL_KEY])
 
+    def connect_servers(self, url: URL) -> str | None:
+        """The servers a connect tries, for its errors, where the driver's arguments do not
+        say them all; None: they do."""
+        return None
+
     def driver_connect(self, url: URL) -> Connect | None:
         """The driver's `connect` coroutine SQLAlchemy's adapter calls, so the provider can
         bound it (option `connect_timeout`); None where it cannot."""

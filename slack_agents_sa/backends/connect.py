@@ -45,26 +45,28 @@ def connect_timeout_in_url(url: URL) -> float | None:
     return max(seconds, 0.0)
 
 
-def bounded(connect: Connect, seconds: float) -> Callable[..., Coroutine[Any, Any, Any]]:
+def bounded(
+    connect: Connect, seconds: float, where: str | None = None
+) -> Callable[..., Coroutine[Any, Any, Any]]:
     """`connect`, failing with a `TimeoutError` that names the time and the server(s) once
     `seconds` have passed (0: no limit), and with TLS errors that say what to check. Both
     are OSErrors: to the provider, a database it cannot reach now."""
 
     async def connect_within(*args: Any, **kwargs: Any) -> Any:
+        target = where or servers(kwargs)
         try:
             async with asyncio.timeout(seconds or None):
                 return await connect(*args, **kwargs)
         except TimeoutError:
             raise TimeoutError(
-                f"timed out after {seconds:g} s connecting to {servers(kwargs)} "
-                f"(option `{URL_KEY}`)"
+                f"timed out after {seconds:g} s connecting to {target} (option `{URL_KEY}`)"
             ) from None
         except Exception as error:
             # A driver may wrap the TLS error in its own (asyncmy: 2003 "Can't connect").
             tls = _tls_error_in(error)
             if isinstance(tls, ssl.SSLCertVerificationError):
                 raise ConnectionError(
-                    f"the TLS certificate of {servers(kwargs)} did not verify against the "
+                    f"the TLS certificate of {target} did not verify against the "
                     f"trusted CA certificates (sslrootcert, ssl_ca): certificate verify "
                     f"failed: {tls.verify_message}"
                 ) from error

@@ -35,6 +35,7 @@ from slack_agents_sa.backends.base import (
     lock_not_taken,
 )
 from slack_agents_sa.backends.connect import Connect
+from slack_agents_sa.backends.host_list import comma_hosts_as_query, hosts_in_query
 from slack_agents_sa.backends.mysql_lease import LEASE_TABLE, drop_lease, take_lease
 from slack_agents_sa.executors.base import Fault
 from slack_agents_sa.executors.packets import packet_too_large, parameters_size, utf8_size
@@ -55,6 +56,9 @@ _INFORMATION_SCHEMA_TABLES = sql_table(
 #: Lock names are server-wide: ours adds the database's name (one lock per database, as
 #: PostgreSQL's advisory locks are), cut to the 64 characters a name may have.
 MIGRATION_LOCK_PREFIX = "slack_agents_sa_migrations:"
+_log = logging.getLogger(__name__)
+#: MySQL's default port, for a host of a comma list that names none.
+DEFAULT_PORT = 3306
 #: Where a migration connection keeps the lease it holds (`conn.info`).
 _LEASE = "slack_agents_sa_lease"
 _GET_LOCK = text(
@@ -94,20 +98,44 @@ class MySQL(Backend):
     default_pool_recycle = 3600
     connect_drivers = frozenset({"asyncmy", "aiomysql"})
 
-    def driver_connect(self, url: URL) -> Connect | None:
-        """aiomysql wants an `ssl.SSLContext` where SQLAlchemy hands it the URL's `ssl_*`
-        options as a dict (asyncmy takes the dict): the context is made from it here."""
-        connect = super().driver_connect(url)
-        if connect is None or url.get_driver_name() != "aiomysql":
-            return connect
-        plain: Connect = connect
+    def url_text(self, raw: str) -> str:
+        return comma_hosts_as_query(raw, DEFAULT_PORT)
 
-        async def connect_with_context(*args: Any, **kwargs: Any) -> Any:
-            if isinstance(kwargs.get("ssl"), dict):
+    def driver_url(self, url: URL) -> URL:
+        # The hosts of a list are the connect wrapper's (`driver_connect`), not the driver's.
+        return super().driver_url(url).difference_update_query(["host"])
+
+    def connect_servers(self, url: URL) -> str | None:
+        hosts = hosts_in_query(url, DEFAULT_PORT)
+        return ", ".join(f"{host}:{port}" for host, port in hosts) if hosts else None
+
+    def driver_connect(self, url: URL) -> Connect | None:
+        """The driver's connect, trying each host of a host list in order (a Galera cluster's
+        nodes: the first that accepts serves), and for aiomysql with an `ssl.SSLContext`
+        made from the URL's `ssl_*` options, which SQLAlchemy hands it as a dict (asyncmy
+        takes the dict)."""
+        connect = super().driver_connect(url)
+        if connect is None:
+            return None
+        plain: Connect = connect
+        hosts = hosts_in_query(url, DEFAULT_PORT)
+        with_context = url.get_driver_name() == "aiomysql"
+        if not hosts and not with_context:
+            return plain
+
+        async def connect_in_order(*args: Any, **kwargs: Any) -> Any:
+            if with_context and isinstance(kwargs.get("ssl"), dict):
                 kwargs["ssl"] = _tls_context(kwargs["ssl"])
+            for host, port in hosts[:-1]:
+                try:
+                    return await plain(*args, **{**kwargs, "host": host, "port": port})
+                except Exception as error:
+                    _log.info("slack_agents_sa: %s:%s refused a connection: %s", host, port, error)
+            if hosts:
+                kwargs = {**kwargs, "host": hosts[-1][0], "port": hosts[-1][1]}
             return await plain(*args, **kwargs)
 
-        return connect_with_context
+        return connect_in_order
 
     def checked_url(self, url: URL) -> URL:
         # Connections default to the server's character set, which may not hold emoji.

@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.schema import CreateTable
 
 from slack_agents_sa.models import MIGRATION_LEASE_TABLE
@@ -96,7 +96,14 @@ async def take_lease(engine: AsyncEngine, lock_timeout: float) -> Lease | None:
     """The lease, once free or expired; None if `lock_timeout` passed first (the caller
     raises `MigrationLockError`)."""
     owner = uuid.uuid4().hex
-    conn = await engine.connect()
+    # A pool of its own (the same connect arguments and hooks): the lease's connection must
+    # not wait for the migration's in a pool of one.
+    lease_engine = create_async_engine(engine.url, pool=engine.sync_engine.pool.recreate())
+    try:
+        conn = await lease_engine.connect()
+    except BaseException:
+        await lease_engine.dispose()
+        raise
     try:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         await conn.execute(_CREATE)
@@ -111,6 +118,7 @@ async def take_lease(engine: AsyncEngine, lock_timeout: float) -> Lease | None:
                     raise
             if time.monotonic() >= deadline:
                 await conn.close()
+                await lease_engine.dispose()
                 return None
             await asyncio.sleep(_RETRY_S)
     except BaseException:
@@ -138,6 +146,7 @@ async def _let_go(conn: AsyncConnection, owner: str) -> None:
             await conn.execute(_DROP, {"owner": owner})
         finally:
             await conn.close()
+            await conn.engine.dispose()
 
     cleanup = asyncio.ensure_future(delete_and_close())
     try:
@@ -149,6 +158,7 @@ async def _let_go(conn: AsyncConnection, owner: str) -> None:
         logger.warning("slack_agents_sa: could not release the migration lease: %s", error)
         with contextlib.suppress(Exception):
             await conn.invalidate()
+            await conn.engine.dispose()
 
 
 def _retrieve(task: asyncio.Future[None]) -> None:

@@ -54,9 +54,9 @@ from slack_agents_sa.backends.base import (
     lock_not_taken,
     on_conflict_upsert,
 )
+from slack_agents_sa.backends.host_list import comma_hosts_as_query
 from slack_agents_sa.backends.postgresql_url import (
     check_options,
-    comma_hosts_as_query,
     dsn_options,
     without_dsn_options,
 )
@@ -69,6 +69,8 @@ if TYPE_CHECKING:
 #: URL query of a provider behind PgBouncer (option `pgbouncer`): asyncpg's statement cache
 #: and SQLAlchemy's prepared-statement cache off, so only unnamed statements are used.
 PGBOUNCER_URL_QUERY = {"statement_cache_size": "0", "prepared_statement_cache_size": "0"}
+#: libpq's default port, for a host of a comma list that names none.
+DEFAULT_PORT = 5432
 #: Arbitrary, stable key for the advisory lock around migrations.
 MIGRATION_LOCK_KEY = 0x51AC_A6E5
 #: The search_path of one transaction (positional: the DBAPI cursor of asyncpg's adapter).
@@ -138,7 +140,7 @@ class PostgreSQL(Backend):
     connect_drivers = frozenset({"asyncpg"})
 
     def url_text(self, raw: str) -> str:
-        return comma_hosts_as_query(raw)
+        return comma_hosts_as_query(raw, DEFAULT_PORT)
 
     def checked_url(self, url: URL) -> URL:
         if url.get_driver_name() == "asyncpg":

@@ -11,7 +11,6 @@ host, user and the rest stay keywords, which asyncpg prefers over the DSN's.
 from __future__ import annotations
 
 import inspect
-import re
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -43,33 +42,6 @@ _FILE_OPTIONS = ("sslrootcert", "sslcert", "sslkey", "sslcrl")
 _DIALECT_OPTIONS = ("prepared_statement_cache_size", "prepared_statement_name_func")
 #: asyncpg's connect arguments a URL's text cannot give (`timeout`: see `connect_timeout`).
 _NOT_FROM_A_URL = {"dsn", "connection_class", "loop", "record_class", "server_settings", "timeout"}
-#: `host` or `[v6 host]`, then an optional `:port`, in a comma list of hosts.
-_HOST_PORT = re.compile(r"\A(?P<host>\[[^\]]*\]|[^:\[\]]*)(?::(?P<port>[^:]*))?\Z")
-#: What precedes the host list: the scheme, then `user[:password]@` (a password ends at
-#: its first '@', as SQLAlchemy reads it).
-_AUTHORITY = re.compile(r"\A(?P<head>[^:/]*://(?:[^:/@]*(?::[^@]*)?@)?)(?P<hosts>[^/?]*)")
-#: libpq's default port, for a host of a list that names none.
-DEFAULT_PORT = "5432"
-
-
-def comma_hosts_as_query(raw: str) -> str:
-    """`postgresql://u@h1:5432,h2/db` as SQLAlchemy's multi-host form
-    (`postgresql://u@/db?host=h1:5432&host=h2:5432`); any other URL unchanged."""
-    found = _AUTHORITY.match(raw)
-    if found is None or "," not in found["hosts"]:
-        return raw
-    hosts = []
-    for entry in found["hosts"].split(","):
-        parts = _HOST_PORT.match(entry)
-        if parts is None or not parts["host"]:
-            raise ValueError(f"host {entry!r} in the URL's host list is not host[:port]")
-        port = parts["port"] or DEFAULT_PORT
-        if not port.isdigit():
-            raise ValueError(f"the port of host {parts['host']!r} is not a number")
-        hosts.append(("host", f"{parts['host']}:{port}"))
-    rest = raw[found.end() :]
-    joiner = "&" if "?" in rest else "?"
-    return f"{found['head']}{rest}{joiner}{urlencode(hosts, safe=':[]')}"
 
 
 def check_options(url: URL) -> None:
