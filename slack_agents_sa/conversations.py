@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from slack_agents_sa.blocks import TOOL_USE, block_content, blocks_of_conversation, in_history
 from slack_agents_sa.database import UsesDatabase
+from slack_agents_sa.errors import MissingRowError
 from slack_agents_sa.executors import Step
 from slack_agents_sa.models import (
     NAME_LENGTH,
@@ -101,9 +102,10 @@ def _check_thread(agent_name: Any, channel_id: Any, thread_id: Any) -> None:
     check_text("thread_id", thread_id, NAME_LENGTH)
 
 
-def _missing_parent(argument: str, value: int, error: IntegrityError) -> ValueError:
-    return ValueError(
-        f"{argument}={value} does not name an existing row ({type(error.orig).__name__})"
+def _missing_parent(argument: str, value: int, error: IntegrityError) -> MissingRowError:
+    return MissingRowError(
+        f"{argument}={value} does not name an existing row ({type(error.orig).__name__}): "
+        "never created, or deleted since (pruned); nothing was written"
     )
 
 

@@ -78,6 +78,12 @@ class InvalidValueError(SlackAgentsSAError, ValueError, TypeError):
     """
 
 
+class MissingRowError(SlackAgentsSAError, ValueError):
+    """A write names a conversation, message or block that does not exist: never created,
+    or deleted since (by `prune`, perhaps from another process or another cluster node).
+    Nothing of the call was written. A ValueError, as a bad argument is."""
+
+
 class StatementTimeoutError(SlackAgentsSAError, TimeoutError):
     """The database stopped a statement: it ran past option `statement_timeout` (or the
     server's own limit), or an operator cancelled it. Nothing of the call was written; the

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from slack_agents_sa import Provider
 from slack_agents_sa.cli import EXIT_OK, EXIT_USAGE
 from slack_agents_sa.database import make_engine
+from slack_agents_sa.errors import MissingRowError
 from slack_agents_sa.migrate import upgrade
 from slack_agents_sa.models import (
     Block,
@@ -259,6 +260,32 @@ async def test_prune_alongside_a_live_agent_leaves_its_conversation_whole(
     assert after[live] == (1 + turns, (1 + turns) * BLOCKS_PER_TURN, 1 + turns)
     assert not set(old) & after.keys()
     assert await _orphans(provider) == NO_ORPHANS
+
+
+async def test_a_late_write_to_a_pruned_conversation_is_our_clear_error(
+    provider: Provider,
+) -> None:
+    """An agent that still holds the id of a conversation pruned meanwhile (by another
+    process, or on another cluster node) gets `MissingRowError`, and writes nothing."""
+    conversation_id = await _conversation(provider, "late", 1, age_days=100)
+    message_id = (await provider.get_message_blocks(conversation_id))[0][0]
+    assert (await provider.prune(timedelta(days=90))).counts == _counts(1, 1)
+    with pytest.raises(MissingRowError, match=f"conversation_id={conversation_id} .*pruned"):
+        await provider.create_message(conversation_id, "U1", "Ann", "ann")
+    with pytest.raises(MissingRowError, match=f"message_id.*={message_id} "):
+        await provider.append_text_block(message_id, "too late")
+    with pytest.raises(MissingRowError, match="message_id"):
+        await provider.append_tool_block(
+            message_id,
+            tool_call_id="late",
+            tool_name="n",
+            tool_input={},
+            tool_output="",
+            is_error=False,
+        )
+    assert await _rows_per_conversation(provider) == {}
+    assert await _orphans(provider) == NO_ORPHANS
+    assert await provider.get_tool_call("late") is None
 
 
 async def test_cancelled_prune_run_again_ends_as_an_uninterrupted_one(

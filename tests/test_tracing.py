@@ -152,9 +152,9 @@ async def test_a_failing_call_is_an_error_span_with_the_error_type_only(
     [span] = exporter.get_finished_spans()
     assert span.name == "slack_agents_sa.create_message"
     assert span.status.status_code is StatusCode.ERROR
-    assert span.status.description == "ValueError"
+    assert span.status.description == "slack_agents_sa.errors.MissingRowError"
     assert span.attributes is not None
-    assert span.attributes["error.type"] == "ValueError"
+    assert span.attributes["error.type"] == "slack_agents_sa.errors.MissingRowError"
     assert span.attributes[tracing.CONVERSATION_ID] == 987_654
     assert span.events == ()  # no exception event: its message could quote a value
 
