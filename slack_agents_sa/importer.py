@@ -4,7 +4,8 @@ Everything comes across: conversations, messages, every block type with its link
 (text → file, file → tool), tool calls, usage, heartbeats, key-value and list stores,
 OAuth rows. Messages and list items go in batches, one transaction each, recorded in
 `agents_imported_rows` in that same transaction: a re-run (or a run after a crash) adds
-only what is missing, and links are remapped to our ids.
+only what is missing, and links are remapped to our ids. A transaction the database rolls
+back as a conflict (a Galera node wrote the same rows) runs again whole, counted once.
 """
 
 from __future__ import annotations
@@ -118,8 +119,9 @@ class _Importer:
         rows = await self.source.rows(self.source.conversations_sql)
         count = self.summary.count("conversations")
         count.source = len(rows)
-        ids: dict[int, int] = {}
-        async with self.target.transaction() as conn:
+
+        async def upsert_all(conn: AsyncConnection) -> tuple[dict[int, int], int]:
+            ids: dict[int, int] = {}
             known = await self._mapped(conn, "conversation", [row.id for row in rows])
             for row in rows:
                 values = {
@@ -135,7 +137,9 @@ class _Importer:
                 )
             new = {source: target for source, target in ids.items() if source not in known}
             await self._remember(conn, "conversation", new)
-        count.added = len(new)
+            return ids, len(new)
+
+        ids, count.added = await self.target.run_transaction(upsert_all)
         return ids
 
     async def messages(self, conversations: dict[int, int]) -> None:
@@ -145,14 +149,20 @@ class _Importer:
         for table in self.source.block_tables:
             blocks.source += await self.source.count(table)
         async for batch in self._batches(self.source.messages_sql):
-            async with self.target.transaction() as conn:
+
+            async def add_missing(
+                conn: AsyncConnection, batch: Sequence[Any] = batch
+            ) -> tuple[int, int]:
                 done = await self._mapped(conn, "message", [row.id for row in batch])
                 todo = [row for row in batch if row.id not in done]
                 source_blocks = await self.source.blocks([row.id for row in todo])
                 for row in todo:
                     await self._message(conn, row, conversations, source_blocks.get(row.id, []))
-            messages.added += len(todo)
-            blocks.added += sum(len(source_blocks.get(row.id, [])) for row in todo)
+                return len(todo), sum(len(found) for found in source_blocks.values())
+
+            added_messages, added_blocks = await self.target.run_transaction(add_missing)
+            messages.added += added_messages
+            blocks.added += added_blocks
             self.advance(len(batch))
 
     async def _message(
@@ -206,11 +216,11 @@ class _Importer:
         count = self.summary.count("list items")
         count.source = await self.source.count("list_store")
         async for batch in self._batches(self.source.lists_sql):
-            async with self.target.transaction() as conn:
+
+            async def add_missing(conn: AsyncConnection, batch: Sequence[Any] = batch) -> int:
                 done = await self._mapped(conn, "list_item", [row.id for row in batch])
-                for row in batch:
-                    if row.id in done:
-                        continue
+                todo = [row for row in batch if row.id not in done]
+                for row in todo:
                     item_id = await insert_returning_id(
                         conn,
                         insert(table_of(ListItem)),
@@ -222,7 +232,9 @@ class _Importer:
                         },
                     )
                     await self._remember(conn, "list_item", {row.id: item_id})
-                    count.added += 1
+                return len(todo)
+
+            count.added += await self.target.run_transaction(add_missing)
             self.advance(len(batch))
 
     async def key_values(self) -> None:
@@ -230,7 +242,8 @@ class _Importer:
         count = self.summary.count("key-values")
         count.source = count.added = len(rows)
         shape = (("namespace", "key", "value", "created_at"), ("namespace", "key"), ("value",))
-        async with self.target.transaction() as conn:
+
+        async def upsert_all(conn: AsyncConnection) -> None:
             stmt = backend_for(conn.dialect.name).upsert(KeyValueEntry, *shape)
             for row in rows:
                 values = {
@@ -240,16 +253,21 @@ class _Importer:
                 }
                 await conn.execute(stmt, {**values, "created_at": utc(row.created_at)})
 
+        await self.target.run_transaction(upsert_all)
+
     async def heartbeats(self) -> None:
         rows = await self.source.heartbeats()
         count = self.summary.count("heartbeats")
         count.source = count.added = len(rows)
         names = ("agent_name", "last_ping_pong_time")
-        async with self.target.transaction() as conn:
+
+        async def upsert_all(conn: AsyncConnection) -> None:
             upsert = backend_for(conn.dialect.name).upsert
             stmt = upsert(Heartbeat, names, names[:1], names[1:])
             for agent_name, when in rows:
                 await conn.execute(stmt, {"agent_name": agent_name, "last_ping_pong_time": when})
+
+        await self.target.run_transaction(upsert_all)
 
     async def oauth(self) -> None:
         for label, model, sql, keys in (
@@ -259,13 +277,20 @@ class _Importer:
             rows = await self.source.rows(sql)
             count = self.summary.count(label)
             count.source = count.added = len(rows)
-            async with self.target.transaction() as conn:
+
+            async def upsert_all(
+                conn: AsyncConnection,
+                model: type[Base] = model,
+                rows: Sequence[Any] = rows,
+                keys: tuple[str, ...] = keys,
+            ) -> None:
+                upsert = backend_for(conn.dialect.name).upsert
                 for row in rows:
                     values = dict(row._mapping)
                     update = tuple(name for name in values if name not in (*keys, "created_at"))
-                    upsert = backend_for(conn.dialect.name).upsert
-                    stmt = upsert(model, tuple(values), keys, update)
-                    await conn.execute(stmt, values)
+                    await conn.execute(upsert(model, tuple(values), keys, update), values)
+
+            await self.target.run_transaction(upsert_all)
 
 
 async def _upsert_returning_id(

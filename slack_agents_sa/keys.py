@@ -7,7 +7,7 @@ re-sealing what is not under the first key and sealing what is still plaintext.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row, Select, Table, func, select, tuple_, update
@@ -42,6 +42,11 @@ class Tally:
     #: Rows that no key opens.
     failed: int = 0
 
+    def add(self, other: Tally) -> None:
+        """Count `other`'s rows too."""
+        for counter in fields(self):
+            setattr(self, counter.name, getattr(self, counter.name) + getattr(other, counter.name))
+
 
 @dataclass
 class RotationSummary:
@@ -65,46 +70,65 @@ async def _rotate_table(
 ) -> Tally:
     tally = Tally()
     key_columns = [table.c[name] for name in keys]
-    secret = table.c[column]
-    shown = f"{table.name}.{column}"
     after: tuple[Any, ...] | None = None
     while True:
         # Keyset pagination on the primary key; one short transaction per batch.
-        stmt = select(*key_columns, secret).order_by(*key_columns).limit(batch_size)
+        stmt = select(*key_columns, table.c[column]).order_by(*key_columns).limit(batch_size)
         if after is not None:
             stmt = stmt.where(tuple_(*key_columns) > tuple_(*after))
 
-        async def batch(conn: AsyncConnection, stmt: Select[Any] = stmt) -> Sequence[Row[Any]]:
-            rows: Sequence[Row[Any]] = (await conn.execute(stmt)).all()
-            for row in rows:
-                *row_key, stored = tuple(row)
-                tally.seen += 1
-                try:
-                    new = None if stored is None else box.resealed(shown, stored)
-                except DecryptionError:
-                    tally.failed += 1
-                    continue
-                if new is None:
-                    tally.current += 1
-                    continue
-                # Only if the row still holds what we read: an agent running meanwhile may
-                # have put a newer secret, which must not be replaced by the old one.
-                matches = [c == v for c, v in zip(key_columns, row_key, strict=True)]
-                written = await conn.execute(
-                    update(table).where(*matches, secret == stored).values({column: new})
-                )
-                if written.rowcount == 1:
-                    tally.resealed += 1
-                else:
-                    tally.changed += 1
-            return rows
+        async def batch(conn: AsyncConnection, stmt: Select[Any] = stmt) -> _Batch:
+            return await _reseal(conn, box, table, key_columns, column, stmt)
 
-        # Shielded like every provider call: Ctrl-C mid-batch lets the batch end whole.
-        rows = await db.run_transaction(batch)
+        # Shielded like every provider call: Ctrl-C mid-batch lets the batch end whole. A
+        # batch the database rolled back as a conflict (another Galera node wrote the same
+        # row) runs again whole, so it is counted once, from the run that committed.
+        rows, counted = await db.run_transaction(batch)
         if not rows:
             return tally
+        tally.add(counted)
         advance(len(rows))
         after = tuple(rows[-1][: len(keys)])
+
+
+type _Batch = tuple[Sequence[Row[Any]], Tally]
+
+
+async def _reseal(
+    conn: AsyncConnection,
+    box: SecretBox,
+    table: Table,
+    key_columns: list[Any],
+    column: str,
+    stmt: Select[Any],
+) -> _Batch:
+    """One batch: read the rows, write each secret not under the first key; what it did."""
+    tally = Tally()
+    secret = table.c[column]
+    shown = f"{table.name}.{column}"
+    rows: Sequence[Row[Any]] = (await conn.execute(stmt)).all()
+    for row in rows:
+        *row_key, stored = tuple(row)
+        tally.seen += 1
+        try:
+            new = None if stored is None else box.resealed(shown, stored)
+        except DecryptionError:
+            tally.failed += 1
+            continue
+        if new is None:
+            tally.current += 1
+            continue
+        # Only if the row still holds what we read: an agent running meanwhile may have put
+        # a newer secret, which must not be replaced by the old one.
+        matches = [c == v for c, v in zip(key_columns, row_key, strict=True)]
+        written = await conn.execute(
+            update(table).where(*matches, secret == stored).values({column: new})
+        )
+        if written.rowcount == 1:
+            tally.resealed += 1
+        else:
+            tally.changed += 1
+    return rows, tally
 
 
 async def count_sealed_rows(db: Database) -> int:

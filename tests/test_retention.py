@@ -35,6 +35,15 @@ from slack_agents_sa.models import (
 from slack_agents_sa.retention import PruneResult
 from slack_agents_sa.settings import normalize_url
 from slack_agents_sa.types import utcnow
+from tests.conversation_rows import (
+    BLOCKS_PER_TURN,
+    NO_ORPHANS,
+    conversation,
+    days_ago,
+    orphans,
+    rows_per_conversation,
+    turn,
+)
 from tests.test_cli import run_cli
 
 _conversations = table_of(Conversation)
@@ -43,127 +52,6 @@ _blocks = table_of(Block)
 _tool_calls = table_of(ToolCall)
 _entries = table_of(KeyValueEntry)
 _items = table_of(ListItem)
-
-#: Rows one turn of `_turn` writes: a message, five blocks, one tool call.
-BLOCKS_PER_TURN = 5
-
-
-def _days_ago(days: float) -> datetime:
-    return utcnow() - timedelta(days=days)
-
-
-async def _turn(storage: Provider, conversation_id: int, tag: str) -> None:
-    """A message with a user text, a tool call, the file it made, a text quoting the file
-    (links between blocks) and a usage block."""
-    message = await storage.create_message(conversation_id, "U1", "Ann", "ann")
-    await storage.append_text_block(message, f"question {tag}", is_user=True)
-    tool = await storage.append_tool_block(
-        message,
-        tool_call_id=f"call-{tag}",
-        tool_name="plot",
-        tool_input={"tag": tag},
-        tool_output="chart.png",
-        is_error=False,
-    )
-    chart = await storage.append_file_block(
-        message,
-        {"data": "iVBO", "filename": "chart.png", "mimeType": "image/png"},
-        is_user=False,
-        filename="chart.png",
-        mimetype="image/png",
-        size_bytes=4,
-        tool_block_id=tool,
-    )
-    await storage.append_text_block(message, f"answer {tag}", source_file_id=chart)
-    await storage.append_usage_block(
-        message,
-        model="m",
-        version="1",
-        input_tokens=10,
-        output_tokens=1,
-        cache_creation_input_tokens=0,
-        cache_read_input_tokens=0,
-        peak_single_call_input_tokens=10,
-        estimated_cost_usd=0.0,
-    )
-
-
-async def _conversation(
-    storage: Provider, thread: str, turns: int, *, agent: str = "helper", age_days: float = 0
-) -> int:
-    conversation_id = await storage.get_or_create_conversation(agent, "C1", thread, "ops")
-    for number in range(turns):
-        await _turn(storage, conversation_id, f"{agent}-{thread}-{number}")
-    if age_days:
-        await _age(storage, conversation_id, age_days)
-    return conversation_id
-
-
-async def _age(storage: Provider, conversation_id: int, days: float) -> None:
-    """Make a conversation and every message in it `days` old."""
-    when = _days_ago(days)
-    await storage.db.execute(
-        update(_conversations).where(_conversations.c.id == conversation_id),
-        {"created_at": when},
-    )
-    await storage.db.execute(
-        update(_messages).where(_messages.c.conversation_id == conversation_id),
-        {"created_at": when},
-    )
-
-
-async def _rows_per_conversation(storage: Provider) -> dict[int, tuple[int, int, int]]:
-    """Each conversation's (messages, blocks, tool calls)."""
-    stmt = (
-        select(
-            _conversations.c.id,
-            func.count(_messages.c.id.distinct()),
-            func.count(_blocks.c.id.distinct()),
-            func.count(_tool_calls.c.block_id.distinct()),
-        )
-        .select_from(
-            _conversations.outerjoin(_messages, _messages.c.conversation_id == _conversations.c.id)
-            .outerjoin(_blocks, _blocks.c.message_id == _messages.c.id)
-            .outerjoin(_tool_calls, _tool_calls.c.block_id == _blocks.c.id)
-        )
-        .group_by(_conversations.c.id)
-    )
-    rows = (await storage.db.execute(stmt)).all()
-    return {int(key): (int(m), int(b), int(t)) for key, m, b, t in map(tuple, rows)}
-
-
-async def _orphans(storage: Provider) -> dict[str, int]:
-    """Rows whose parent is gone, and tool blocks without their tool call: all must be 0."""
-    checks = {
-        "messages without conversation": select(func.count())
-        .select_from(_messages)
-        .where(
-            ~select(_conversations.c.id)
-            .where(_conversations.c.id == _messages.c.conversation_id)
-            .exists()
-        ),
-        "blocks without message": select(func.count())
-        .select_from(_blocks)
-        .where(~select(_messages.c.id).where(_messages.c.id == _blocks.c.message_id).exists()),
-        "tool calls without block": select(func.count())
-        .select_from(_tool_calls)
-        .where(~select(_blocks.c.id).where(_blocks.c.id == _tool_calls.c.block_id).exists()),
-        "tool blocks without call": select(func.count())
-        .select_from(_blocks)
-        .where(
-            _blocks.c.block_type == "tool_use",
-            ~select(_tool_calls.c.block_id).where(_tool_calls.c.block_id == _blocks.c.id).exists(),
-        ),
-    }
-    return {name: (await storage.db.execute(stmt)).scalar_one() for name, stmt in checks.items()}
-
-
-NO_ORPHANS = {
-    "messages without conversation": 0,
-    "blocks without message": 0,
-    "tool calls without block": 0,
-    "tool blocks without call": 0,
-}
 
 
 def _counts(conversations: int, turns: int) -> dict[str, int]:
@@ -178,30 +66,30 @@ def _counts(conversations: int, turns: int) -> dict[str, int]:
 async def test_prune_deletes_only_old_conversations_with_all_their_rows(
     provider: Provider,
 ) -> None:
-    old_two_turns = await _conversation(provider, "old-1", 2, age_days=120)
-    old_other_agent = await _conversation(provider, "old-2", 1, agent="other", age_days=95)
-    old_empty = await _conversation(provider, "old-3", 0, age_days=91)
-    young = await _conversation(provider, "young", 2)
-    young_empty = await _conversation(provider, "young-empty", 0)
+    old_two_turns = await conversation(provider, "old-1", 2, age_days=120)
+    old_other_agent = await conversation(provider, "old-2", 1, agent="other", age_days=95)
+    old_empty = await conversation(provider, "old-3", 0, age_days=91)
+    young = await conversation(provider, "young", 2)
+    young_empty = await conversation(provider, "young-empty", 0)
     # Started long ago, but a message since the cut-off: its last activity is recent.
-    revived = await _conversation(provider, "revived", 2, age_days=200)
-    await _turn(provider, revived, "today")
-    before = await _rows_per_conversation(provider)
+    revived = await conversation(provider, "revived", 2, age_days=200)
+    await turn(provider, revived, "today")
+    before = await rows_per_conversation(provider)
 
     would = await provider.prune(timedelta(days=90), dry_run=True)
     assert would.dry_run
     assert would.counts == _counts(3, 3)
-    assert await _rows_per_conversation(provider) == before  # nothing deleted
+    assert await rows_per_conversation(provider) == before  # nothing deleted
 
     pruned = await provider.prune(timedelta(days=90), batch_size=2)
     assert isinstance(pruned, PruneResult) and not pruned.dry_run
     assert pruned.counts == would.counts
     assert pruned.batches == 2 and pruned.longest_batch_ms > 0
-    after = await _rows_per_conversation(provider)
+    after = await rows_per_conversation(provider)
     assert after == {key: before[key] for key in (young, young_empty, revived)}
     assert not {old_two_turns, old_other_agent, old_empty} & after.keys()
     assert before[revived] == (3, 3 * BLOCKS_PER_TURN, 3)
-    assert await _orphans(provider) == NO_ORPHANS
+    assert await orphans(provider) == NO_ORPHANS
     # What is left still works as the host reads it.
     assert len(await provider.get_message_blocks(revived)) == 3
     assert await provider.get_tool_call("call-helper-young-0") is not None
@@ -212,22 +100,22 @@ async def test_prune_deletes_only_old_conversations_with_all_their_rows(
 
 
 async def test_prune_by_agent_name_leaves_other_agents_conversations(provider: Provider) -> None:
-    await _conversation(provider, "a", 2, agent="helper", age_days=100)
-    other = await _conversation(provider, "b", 1, agent="other", age_days=100)
-    young = await _conversation(provider, "c", 1, agent="helper")
+    await conversation(provider, "a", 2, agent="helper", age_days=100)
+    other = await conversation(provider, "b", 1, agent="other", age_days=100)
+    young = await conversation(provider, "c", 1, agent="helper")
 
     would = await provider.prune(timedelta(days=30), agent_name="helper", dry_run=True)
     pruned = await provider.prune(timedelta(days=30), agent_name="helper")
     assert would.counts == pruned.counts == _counts(1, 2)
-    assert set(await _rows_per_conversation(provider)) == {other, young}
+    assert set(await rows_per_conversation(provider)) == {other, young}
 
 
 async def test_prune_takes_a_cutoff_datetime_and_refuses_bad_arguments(
     provider: Provider,
 ) -> None:
-    await _conversation(provider, "a", 1, age_days=10)
-    assert (await provider.prune(_days_ago(11))).counts == _counts(0, 0)
-    assert (await provider.prune(_days_ago(9))).counts == _counts(1, 1)
+    await conversation(provider, "a", 1, age_days=10)
+    assert (await provider.prune(days_ago(11))).counts == _counts(0, 0)
+    assert (await provider.prune(days_ago(9))).counts == _counts(1, 1)
     with pytest.raises(ValueError, match="older_than must be a positive duration"):
         await provider.prune(timedelta(0))
     with pytest.raises(ValueError, match="timezone-aware"):
@@ -241,8 +129,8 @@ async def test_prune_takes_a_cutoff_datetime_and_refuses_bad_arguments(
 async def test_prune_alongside_a_live_agent_leaves_its_conversation_whole(
     provider: Provider,
 ) -> None:
-    old = [await _conversation(provider, f"old-{n}", 1, age_days=100) for n in range(12)]
-    live = await _conversation(provider, "live", 1)
+    old = [await conversation(provider, f"old-{n}", 1, age_days=100) for n in range(12)]
+    live = await conversation(provider, "live", 1)
     turns = 15
 
     async def agent() -> None:
@@ -250,16 +138,16 @@ async def test_prune_alongside_a_live_agent_leaves_its_conversation_whole(
             conversation_id = await provider.get_or_create_conversation(
                 "helper", "C1", "live", "ops"
             )
-            await _turn(provider, conversation_id, f"live-{number}")
+            await turn(provider, conversation_id, f"live-{number}")
             await provider.get_message_blocks(conversation_id)
 
     pruned, _ = await asyncio.gather(provider.prune(timedelta(days=90), batch_size=1), agent())
     assert pruned.counts == _counts(12, 12)
-    after = await _rows_per_conversation(provider)
+    after = await rows_per_conversation(provider)
     assert set(after) == {live}
     assert after[live] == (1 + turns, (1 + turns) * BLOCKS_PER_TURN, 1 + turns)
     assert not set(old) & after.keys()
-    assert await _orphans(provider) == NO_ORPHANS
+    assert await orphans(provider) == NO_ORPHANS
 
 
 async def test_a_late_write_to_a_pruned_conversation_is_our_clear_error(
@@ -267,7 +155,7 @@ async def test_a_late_write_to_a_pruned_conversation_is_our_clear_error(
 ) -> None:
     """An agent that still holds the id of a conversation pruned meanwhile (by another
     process, or on another cluster node) gets `MissingRowError`, and writes nothing."""
-    conversation_id = await _conversation(provider, "late", 1, age_days=100)
+    conversation_id = await conversation(provider, "late", 1, age_days=100)
     message_id = (await provider.get_message_blocks(conversation_id))[0][0]
     assert (await provider.prune(timedelta(days=90))).counts == _counts(1, 1)
     with pytest.raises(MissingRowError, match=f"conversation_id={conversation_id} .*pruned"):
@@ -283,17 +171,17 @@ async def test_a_late_write_to_a_pruned_conversation_is_our_clear_error(
             tool_output="",
             is_error=False,
         )
-    assert await _rows_per_conversation(provider) == {}
-    assert await _orphans(provider) == NO_ORPHANS
+    assert await rows_per_conversation(provider) == {}
+    assert await orphans(provider) == NO_ORPHANS
     assert await provider.get_tool_call("late") is None
 
 
 async def test_cancelled_prune_run_again_ends_as_an_uninterrupted_one(
     provider: Provider,
 ) -> None:
-    old = [await _conversation(provider, f"old-{n}", 1, age_days=100) for n in range(16)]
-    young = [await _conversation(provider, f"young-{n}", 1) for n in range(2)]
-    before = await _rows_per_conversation(provider)
+    old = [await conversation(provider, f"old-{n}", 1, age_days=100) for n in range(16)]
+    young = [await conversation(provider, f"young-{n}", 1) for n in range(2)]
+    before = await rows_per_conversation(provider)
     batches_done = 0
     three_batches = asyncio.Event()
 
@@ -310,17 +198,17 @@ async def test_cancelled_prune_run_again_ends_as_an_uninterrupted_one(
         await task
     await provider.db.settle()  # a batch cancelled mid-way still commits whole
 
-    halfway = await _rows_per_conversation(provider)
+    halfway = await rows_per_conversation(provider)
     left = [key for key in old if key in halfway]
     assert 0 < len(left) < len(old) - 4
     # Every conversation left has all its rows: none is partly deleted.
     assert halfway == {key: before[key] for key in halfway}
-    assert await _orphans(provider) == NO_ORPHANS
+    assert await orphans(provider) == NO_ORPHANS
 
     resumed = await provider.prune(timedelta(days=90), batch_size=2)
     assert resumed.counts == _counts(len(left), len(left))
-    assert await _rows_per_conversation(provider) == {key: before[key] for key in young}
-    assert await _orphans(provider) == NO_ORPHANS
+    assert await rows_per_conversation(provider) == {key: before[key] for key in young}
+    assert await orphans(provider) == NO_ORPHANS
 
 
 async def _kv_times(storage: Provider, namespace: str, key: str) -> tuple[datetime, datetime]:
@@ -332,7 +220,7 @@ async def _kv_times(storage: Provider, namespace: str, key: str) -> tuple[dateti
 
 
 async def _age_entry(storage: Provider, namespace: str, key: str, days: float) -> None:
-    when = _days_ago(days)
+    when = days_ago(days)
     await storage.db.execute(
         update(_entries).where(_entries.c.namespace == namespace, _entries.c.key == key),
         {"created_at": when, "updated_at": when},
@@ -350,14 +238,14 @@ async def test_prune_namespace_deletes_old_set_values_and_appended_items(
     await _age_entry(provider, "other", "stale", 40)
     await provider.set("tasks", "renewed", {"key": "renewed", "state": "again"})
     created, updated = await _kv_times(provider, "tasks", "renewed")
-    assert created < _days_ago(39) and updated > _days_ago(1)  # set keeps created_at
+    assert created < days_ago(39) and updated > days_ago(1)  # set keeps created_at
 
     old_items = [await provider.append("tasks", "log", {"n": n}) for n in range(3)]
     new_item = await provider.append("tasks", "log", {"n": 3})
     other_item = await provider.append("other", "log", {"n": 0})
     await provider.db.execute(
         update(_items).where(_items.c.id.in_([int(item) for item in [*old_items, other_item]])),
-        {"created_at": _days_ago(40)},
+        {"created_at": days_ago(40)},
     )
 
     would = await provider.prune_namespace("tasks", timedelta(days=30), dry_run=True)
@@ -388,7 +276,7 @@ async def test_prune_namespace_goes_by_created_at_where_an_older_release_left_no
     for key, days in (("legacy-old", 40), ("legacy-new", 1)):
         await provider.db.execute(
             insert(_entries),
-            {"namespace": "ns", "key": key, "value": {"k": key}, "created_at": _days_ago(days)},
+            {"namespace": "ns", "key": key, "value": {"k": key}, "created_at": days_ago(days)},
         )
         await provider.db.execute(
             update(_entries).where(_entries.c.key == key), {"updated_at": None}
@@ -410,7 +298,7 @@ async def test_migration_0005_gives_existing_values_the_migration_time_as_update
             for name in ("namespace", "key", "value", "created_at")
         ),
     )
-    when = _days_ago(3)
+    when = days_ago(3)
     engine = make_engine(normalize_url(empty_url))
     try:
         await upgrade(engine, "0004")
@@ -439,8 +327,8 @@ async def _filled(url: str) -> tuple[int, int]:
     storage = Provider(url=url)
     await storage.initialize()
     try:
-        old = await _conversation(storage, "old", 2, age_days=100)
-        young = await _conversation(storage, "young", 1)
+        old = await conversation(storage, "old", 2, age_days=100)
+        young = await conversation(storage, "young", 1)
         await storage.set("ns", "old", {"v": 1})
         await storage.set("ns", "fresh", {"v": 2})
         await _age_entry(storage, "ns", "old", 40)
@@ -453,7 +341,7 @@ async def _remaining(url: str) -> tuple[dict[int, tuple[int, int, int]], dict[st
     storage = Provider(url=url, migrate=False)
     await storage.initialize()
     try:
-        return await _rows_per_conversation(storage), await _orphans(storage)
+        return await rows_per_conversation(storage), await orphans(storage)
     finally:
         await storage.close()
 
@@ -488,8 +376,8 @@ async def test_cli_prune_dry_run_then_prune_then_namespace(empty_url: str) -> No
     assert done.returncode == EXIT_OK, done.stderr
     assert done.stdout.startswith("deleted: older than ")
     assert f"{'blocks':<16}{10:>12}" in done.stdout
-    conversations, orphans = await _remaining(empty_url)
-    assert set(conversations) == {young} and orphans == NO_ORPHANS
+    conversations, orphaned = await _remaining(empty_url)
+    assert set(conversations) == {young} and orphaned == NO_ORPHANS
 
     namespace = await asyncio.to_thread(
         run_cli, "--url", empty_url, "prune", "--namespace", "ns", "--older-than", "30d"
@@ -539,7 +427,7 @@ def test_cli_prune_refuses_a_bad_agent_name_with_exit_2(tmp_path: Path) -> None:
 
 async def _bulk_old_conversations(url: str, count: int) -> None:
     """`count` old conversations of one message with a tool block and a text block."""
-    when = _days_ago(100)
+    when = days_ago(100)
     base = 1_000_000
     engine = create_async_engine(normalize_url(url))
     try:
@@ -641,8 +529,8 @@ async def test_killed_cli_prune_run_again_ends_as_an_uninterrupted_one(empty_url
         await asyncio.wait_for(process.wait(), timeout=30)
     assert process.returncode == -signal.SIGKILL
 
-    halfway, orphans = await _remaining(empty_url)
-    assert orphans == NO_ORPHANS
+    halfway, orphaned = await _remaining(empty_url)
+    assert orphaned == NO_ORPHANS
     assert 1 < len(halfway) < total - 19  # killed mid-way
     bulk_left = {key: rows for key, rows in halfway.items() if key >= 1_000_000}
     assert set(bulk_left.values()) <= {(1, 2, 1)}  # each one whole
@@ -651,5 +539,5 @@ async def test_killed_cli_prune_run_again_ends_as_an_uninterrupted_one(empty_url
         run_cli, "--url", empty_url, "prune", "--older-than", "90d", "--no-progress"
     )
     assert again.returncode == EXIT_OK, again.stderr
-    conversations, orphans = await _remaining(empty_url)
-    assert set(conversations) == {young} and orphans == NO_ORPHANS
+    conversations, orphaned = await _remaining(empty_url)
+    assert set(conversations) == {young} and orphaned == NO_ORPHANS
