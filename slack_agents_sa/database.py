@@ -74,7 +74,9 @@ def make_engine(
 logger = logging.getLogger(__name__)
 
 #: Attempts of a call the database rolled back as a serialization failure or a deadlock.
-RETRY_ATTEMPTS = 4
+#: Six: one row written as fast as it goes by 9 writers through three Galera nodes had 6 of
+#: 450 writes conflict on each of 4 attempts; with 6, none in most runs, 2 in the worst.
+RETRY_ATTEMPTS = 6
 #: Upper bound of the random pause before the first retry (s); it doubles each time.
 RETRY_PAUSE_S = 0.005
 _jitter = random.SystemRandom()
