@@ -107,19 +107,19 @@ def source(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Source]:
     """A database written by a built-in provider (made outside the event loop)."""
     if request.param == "sqlite":
         path = tmp_path / "builtin.db"
-        calls = asyncio.run(_written_by(builtin_sqlite.Provider(str(path))))
+        calls = asyncio.run(written_by(builtin_sqlite.Provider(str(path))))
         yield normalize_url(f"sqlite:///{path}"), calls
         return
     server = POSTGRES.server_url
     url = asyncio.run(create_scratch_database(server))
     try:
         plain = url.render_as_string(hide_password=False).replace("+asyncpg", "")
-        yield url, asyncio.run(_written_by(builtin_postgres.Provider(plain)))
+        yield url, asyncio.run(written_by(builtin_postgres.Provider(plain)))
     finally:
         asyncio.run(drop_scratch_database(server, url))
 
 
-async def _written_by(storage: BaseStorageProvider) -> list[dict[str, Any] | None]:
+async def written_by(storage: BaseStorageProvider) -> list[dict[str, Any] | None]:
     await storage.initialize()
     try:
         await fill(storage)

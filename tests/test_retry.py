@@ -8,16 +8,29 @@ database really rolled back each failed attempt, as it does for a real conflict.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
+from slack_agents.storage import sqlite as builtin_sqlite
 
 from slack_agents_sa import Provider
 from slack_agents_sa.database import RETRY_ATTEMPTS
 from slack_agents_sa.errors import TransactionConflictError
+from slack_agents_sa.importer import import_database
+from slack_agents_sa.keys import rotate_keys
 from slack_agents_sa.settings import normalize_url
 from tests.admin import admin_rows
-from tests.databases import SERVER_BACKENDS, Backend, backend_params, scratch_database
+from tests.databases import (
+    SERVER_BACKENDS,
+    Backend,
+    backend_params,
+    opened_provider,
+    scratch_database,
+)
+from tests.samples import TOKEN
+from tests.test_import import written_by
 
 
 @pytest.fixture(params=backend_params(SERVER_BACKENDS))
@@ -46,14 +59,14 @@ async def _admin(url: str, *statements: str) -> list[Any]:
     return rows
 
 
-async def _fail_writes(url: str, table: str, times: int) -> None:
-    """Make the next `times` inserts into `table` fail as a conflict would."""
+async def _fail_writes(url: str, table: str, times: int, event: str = "INSERT") -> None:
+    """Make the next `times` inserts (or `event`s) into `table` fail as a conflict would."""
     if _is_mysql(url):
         await _admin(
             url,
             "CREATE TABLE sa_faults (n INT NOT NULL) ENGINE=MyISAM",
             "INSERT INTO sa_faults VALUES (0)",
-            f"CREATE TRIGGER sa_fault BEFORE INSERT ON {table} FOR EACH ROW BEGIN "
+            f"CREATE TRIGGER sa_fault BEFORE {event} ON {table} FOR EACH ROW BEGIN "
             "UPDATE sa_faults SET n = n + 1; "
             f"IF (SELECT n FROM sa_faults) <= {times} THEN "
             "SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = 1213, MESSAGE_TEXT = 'forced deadlock'; "
@@ -67,7 +80,7 @@ async def _fail_writes(url: str, table: str, times: int) -> None:
         f"IF nextval('sa_faults') <= {times} THEN "
         "RAISE EXCEPTION 'forced serialization failure' USING ERRCODE = '40001'; "
         "END IF; RETURN NEW; END $$",
-        f"CREATE TRIGGER sa_fault BEFORE INSERT ON {table} "
+        f"CREATE TRIGGER sa_fault BEFORE {event} ON {table} "
         "FOR EACH ROW EXECUTE FUNCTION sa_fault()",
     )
 
@@ -168,3 +181,47 @@ async def test_other_errors_are_not_retried(storage_and_url: tuple[Provider, str
     with pytest.raises(ValueError, match="conversation_id=999"):
         await storage.create_message(999, "U1", "Ann", "ann")  # a foreign key violation
     assert await _attempts(url) == 1
+
+
+async def test_an_import_batch_rolled_back_as_a_conflict_runs_again_and_counts_once(
+    storage_and_url: tuple[Provider, str], tmp_path: Path
+) -> None:
+    storage, url = storage_and_url
+    builtin = tmp_path / "builtin.db"
+    await written_by(builtin_sqlite.Provider(str(builtin)))
+    source = normalize_url(f"sqlite:///{builtin}")
+    # The first message row of the first batch fails twice: the batch runs a third time.
+    await _fail_writes(url, "agents_messages", times=2)
+    summary = await import_database(source, normalize_url(url), batch_size=2)
+    assert await _attempts(url) > 2
+    messages = summary.counts["messages"]
+    assert messages.added == messages.source > 0
+    stored = await storage.get_messages_with_blocks(
+        (await storage.get_conversations_for_export("helper"))[0]["id"]
+    )
+    assert len(stored) == messages.source
+    assert sum(len(message["blocks"]) for message in stored) == summary.counts["blocks"].added
+    again = await import_database(source, normalize_url(url))
+    assert all(count.added == 0 for name, count in again.counts.items() if name in BATCHED)
+
+
+#: The importer's tables that a re-run must leave alone (the others are upserted again).
+BATCHED = ("conversations", "messages", "blocks", "list items")
+
+
+async def test_a_rotation_batch_rolled_back_as_a_conflict_runs_again_and_counts_once(
+    storage_and_url: tuple[Provider, str],
+) -> None:
+    _, url = storage_and_url
+    new, old = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    async with opened_provider(url, encryption_keys=[old]) as before:
+        for user in ("U1", "U2", "U3"):
+            await before.put_oauth_token(user, "srv", TOKEN)
+    await _fail_writes(url, "agents_oauth_tokens", times=2, event="UPDATE")
+    async with opened_provider(url, encryption_keys=[new, old]) as after:
+        summary = await rotate_keys(after.db, batch_size=10)
+        tokens = summary.counts["agents_oauth_tokens"]
+        assert (tokens.seen, tokens.resealed, tokens.changed, tokens.failed) == (3, 3, 0, 0)
+        assert await _attempts(url) == 2 + 3  # two failed attempts, then the three updates
+        for user in ("U1", "U2", "U3"):
+            assert await after.get_oauth_token(user, "srv") == TOKEN
