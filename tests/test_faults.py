@@ -9,13 +9,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
+from asyncmy import errors as asyncmy_errors
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from slack_agents_sa import Provider
+from slack_agents_sa.backends import backend_for
 from slack_agents_sa.errors import ConnectionLostError, ProviderClosedError
+from slack_agents_sa.executors.errors import engine_error
 from tests.admin import admin_rows, admin_url
 from tests.databases import (
     SERVER_BACKENDS,
@@ -24,6 +28,7 @@ from tests.databases import (
     empty_all_tables,
     opened_provider,
 )
+from tests.tcp_proxy import tcp_proxy
 
 #: Each server on both executors (and aiomysql, which has only SQLAlchemy's).
 SERVERS = SERVER_BACKENDS
@@ -295,3 +300,44 @@ async def test_calls_timed_out_on_a_lock_held_by_another_process_leave_the_provi
         assert (call is None) == (blocks == [])
         await storage.set("ns", "k", {"v": 3})
         assert await storage.get("ns", "k") == {"v": 3}
+
+
+async def test_a_connection_cut_before_it_goes_back_is_a_lost_connection_or_nothing(
+    server_url: URL, provider_options: dict[str, Any]
+) -> None:
+    """Cut between its last statement and its return to the pool, whose reset then fails on
+    the dead socket (as when a Galera node dies): `ConnectionLostError` as for any lost
+    session, or nothing when the pool just discards it, never the driver's own error; the
+    next call works."""
+    url = server_url
+    assert url.port is not None
+    async with tcp_proxy(url.host or "127.0.0.1", url.port) as proxy:
+        through = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        async with opened_provider(through, **provider_options) as storage:
+            try:
+                async with storage.db.statement() as conn:
+                    await conn.execute(text("SELECT 1"))
+                    proxy.silence()
+                    proxy.resume()
+                    await asyncio.sleep(0.2)  # the event loop reads the cut sockets' ends
+            except ConnectionLostError as error:
+                print(f"on release: {error}")
+            await storage.set("after", "cut", {"v": 1})
+            assert await storage.get("after", "cut") == {"v": 1}
+
+
+@pytest.mark.parametrize(
+    ("driver_error", "dialect"),
+    [
+        (asyncmy_errors.OperationalError(2013, "Lost connection to MySQL server"), "mysql"),
+        (asyncpg.ConnectionDoesNotExistError("connection was closed"), "postgresql"),
+    ],
+    ids=["asyncmy", "asyncpg"],
+)
+def test_a_driver_error_sqlalchemy_did_not_wrap_follows_the_same_contract(
+    driver_error: BaseException, dialect: str
+) -> None:
+    """The pool's reset on release can raise the driver's own error, outside SQLAlchemy's
+    wrapping: a lost session there is `ConnectionLostError` too, never the raw error."""
+    assert isinstance(driver_error, Exception)
+    assert isinstance(engine_error(driver_error, backend_for(dialect)), ConnectionLostError)
