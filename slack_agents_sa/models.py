@@ -103,6 +103,8 @@ class Message(Base):
         # prune asks of each old conversation whether it has a message since the cut-off:
         # one index probe with this, rather than reading every message's row.
         Index("ix_agents_messages_conversation_id_created_at", "conversation_id", "created_at"),
+        # erase_user finds the conversations a person wrote in: one range per person.
+        Index("ix_agents_messages_user_id_conversation_id", "user_id", "conversation_id"),
         MYSQL_TABLE_OPTIONS,
     )
 

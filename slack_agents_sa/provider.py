@@ -11,6 +11,7 @@ from slack_agents.storage.base import BaseStorageProvider
 from slack_agents_sa import tracing
 from slack_agents_sa.conversations import ConversationMethods
 from slack_agents_sa.database import Database
+from slack_agents_sa.erasure import ErasureMethods
 from slack_agents_sa.export import ExportMethods
 from slack_agents_sa.keyvalue import KeyValueMethods
 from slack_agents_sa.oauth import OAuthMethods
@@ -27,6 +28,7 @@ class Provider(
     ExportMethods,
     OAuthMethods,
     RetentionMethods,
+    ErasureMethods,
     BaseStorageProvider,
 ):
     """SQLAlchemy async storage for python-slack-agents, on SQLite, PostgreSQL or MySQL.

@@ -195,11 +195,11 @@ async def prune_conversations(
         if len(ids) < batch_size:
             break  # the scan reached the end of the table
         if not dry_run:
-            await _give_way(started)
+            await give_way(started)
     return result
 
 
-async def _give_way(batch_started: float) -> None:
+async def give_way(batch_started: float) -> None:
     """Wait as long as the batch took, so the prune holds locks at most half the time.
 
     SQLite's busy handler, where other processes' writers wait, sleeps up to 100 ms between
@@ -281,7 +281,7 @@ async def prune_key_values(
             result._add({"kv_entries": deleted}, started)
             if on_batch is not None:
                 on_batch(len(keys))
-            await _give_way(started)
+            await give_way(started)
     old_items = _old_items(namespace, cutoff)
     while ids := list(
         (await db.execute(select(_items.c.id).where(old_items).limit(batch_size))).scalars().all()
@@ -292,7 +292,7 @@ async def prune_key_values(
         result._add({"list_items": deleted}, started)
         if on_batch is not None:
             on_batch(len(ids))
-        await _give_way(started)
+        await give_way(started)
     return result
 
 

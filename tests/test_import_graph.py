@@ -31,6 +31,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "export",
             "oauth",
             "retention",
+            "erasure",
             "tracing",
             "stats",
             "keys",

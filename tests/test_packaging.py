@@ -17,7 +17,7 @@ from slack_agents_sa.schema_version import HEAD
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-#: A row of CHANGELOG.md's "Release → migration head" table: `| 0.1.0 | 0005 |`.
+#: A row of CHANGELOG.md's "Release → migration head" table: `| 0.1.0 | 0006 |`.
 _HEAD_ROW = re.compile(
     r"^\|\s*\[?(?P<release>\d+\.\d+\.\d+[^|\]\s]*)\]?\s*\|\s*`?(?P<head>\d{4})`?"
 )
@@ -27,7 +27,10 @@ SDIST_NEEDS = (
     "pyproject.toml",
     "alembic.ini",
     "alembic/env.py",
-    f"alembic/versions/{HEAD}_retention.py",
+    *(
+        f"alembic/versions/{path.name}"
+        for path in (REPO_ROOT / "alembic" / "versions").glob(f"{HEAD}_*.py")
+    ),
     "tests/conftest.py",
     "examples/host_app/host_app/__init__.py",
     "benchmarks/compare.py",

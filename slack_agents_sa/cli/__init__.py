@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from slack_agents_sa import __version__
-from slack_agents_sa.cli import importing, keys, migrations, prune, stats
+from slack_agents_sa.cli import erasure, importing, keys, migrations, prune, stats
 from slack_agents_sa.cli.common import Target, resolve_target, say
 from slack_agents_sa.cli.exits import (
     EXIT_FAILED,
@@ -49,7 +49,8 @@ Command = Callable[[Target, argparse.Namespace], Coroutine[Any, Any, int]]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slack-agents-sa",
-        description="Migrate, check, import, prune, inspect and re-key slack_agents_sa databases.",
+        description="Migrate, check, import, prune, erase, inspect and re-key slack_agents_sa "
+        "databases.",
         epilog=f"URL precedence: --url, --config (refused when ${URL_ENV_VAR} names another "
         f"database), ${URL_ENV_VAR}, {DEFAULT_URL}. "
         "Exit codes: 0 ok, 1 failed, 2 usage or configuration, 3 unreachable, "
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--config", help="an agent's config.yaml, or its directory")
     parser.add_argument("--schema", help="PostgreSQL schema holding our tables (option `schema`)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for verbs in (migrations, importing, prune, stats, keys):
+    for verbs in (migrations, importing, prune, erasure, stats, keys):
         verbs.add_commands(commands)
     return parser
 
