@@ -13,7 +13,9 @@ MariaDB server (`mariadbd`, wsrep built in). `GaleraCluster.start`:
 - lets `root` in over TCP with no password and creates the database `test`.
 
 Failure detection is short (`evs.suspect_timeout=PT2S`, `evs.keepalive_period=PT0.5S`) so
-that tests which kill a node (`kill`, then `restart`) see the cluster shrink quickly.
+that tests which kill a node (`kill`, then `restart`) see the cluster shrink quickly;
+`start(fast_failure_detection=False)` leaves Galera's defaults (PT5S, PT1S) instead, as a
+production cluster has them (benchmarks/galera.py measures a failover under both).
 As root the servers run as the `mysql` user (`--user=mysql`), in a directory it owns.
 `stop` always terminates every node (SIGTERM, a wait, then SIGKILL) and removes all files.
 
@@ -126,6 +128,8 @@ class GaleraCluster:
     client: str
     #: Seconds each node took to start (the joiners: until Synced), for the curious.
     start_times: list[float] = field(default_factory=list)
+    #: Short `evs.suspect_timeout` / `evs.keepalive_period` (see the module docstring).
+    fast_failure_detection: bool = True
 
     @property
     def url(self) -> URL:
@@ -136,9 +140,11 @@ class GaleraCluster:
         return [node.url for node in self.nodes]
 
     @classmethod
-    def start(cls, size: int = SIZE) -> GaleraCluster:
+    def start(cls, size: int = SIZE, *, fast_failure_detection: bool = True) -> GaleraCluster:
         """Bootstrap node 1, join the others one by one, make root and `test` reachable;
-        on any failure every node is stopped and the files are removed."""
+        on any failure every node is stopped and the files are removed.
+
+        `fast_failure_detection=False`: Galera's default failure detection, not the tests'."""
         if not PROVIDER.is_file():
             raise GaleraUnavailable(
                 f"{PROVIDER} is missing (apt-get install -y galera-4 rsync; .ci/run does it)"
@@ -158,7 +164,7 @@ class GaleraCluster:
             nodes.append(
                 GaleraNode(n + 1, root / f"node{n + 1}", port, gcomm_port, ist_port, sst_port)
             )
-        cluster = cls(root, nodes, mariadbd, client)
+        cluster = cls(root, nodes, mariadbd, client, fast_failure_detection=fast_failure_detection)
         try:
             for node in nodes:
                 node.directory.mkdir()
@@ -181,6 +187,22 @@ class GaleraCluster:
     # -- the nodes' life ---------------------------------------------------------------
 
     def _install_db(self, install_db: str, node: GaleraNode) -> None:
+        """Create `node`'s system tables; tried twice: `mariadb-install-db` crashed once here
+        (signal 11 in its bootstrap's temporary tables) while another cluster was starting."""
+        for attempt in (1, 2):
+            done = self._run_install_db(install_db, node)
+            if done.returncode == 0:
+                return
+            if attempt == 1:
+                shutil.rmtree(node.datadir, ignore_errors=True)
+        raise GaleraUnavailable(
+            f"mariadb-install-db for node {node.number} exited with {done.returncode}:\n"
+            f"{done.stdout}{done.stderr}"
+        )
+
+    def _run_install_db(
+        self, install_db: str, node: GaleraNode
+    ) -> subprocess.CompletedProcess[str]:
         command = [
             install_db,
             "--no-defaults",
@@ -192,23 +214,22 @@ class GaleraCluster:
         ]
         if os.geteuid() == 0:
             command.append(f"--user={RUN_AS}")
-        done = subprocess.run(
+        return subprocess.run(
             command, capture_output=True, text=True, timeout=START_TIMEOUT_S, cwd=self.root
         )
-        if done.returncode != 0:
-            raise GaleraUnavailable(
-                f"mariadb-install-db for node {node.number} exited with {done.returncode}:\n"
-                f"{done.stdout}{done.stderr}"
-            )
 
     def _options(self, node: GaleraNode, bootstrap: bool) -> list[str]:
         members = ",".join(f"127.0.0.1:{other.gcomm_port}" for other in self.nodes)
+        detection = (
+            ["evs.suspect_timeout=PT2S", "evs.keepalive_period=PT0.5S"]
+            if self.fast_failure_detection
+            else []
+        )
         provider_options = ";".join(
             [
                 f"gmcast.listen_addr=tcp://127.0.0.1:{node.gcomm_port}",
                 f"ist.recv_addr=127.0.0.1:{node.ist_port}",
-                "evs.suspect_timeout=PT2S",
-                "evs.keepalive_period=PT0.5S",
+                *detection,
                 "gcache.size=32M",
             ]
         )
