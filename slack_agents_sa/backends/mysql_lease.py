@@ -58,6 +58,12 @@ _LEASE = Table(
     mysql_engine="InnoDB",
 )
 _CREATE = CreateTable(_LEASE, if_not_exists=True)
+#: Asked first: CREATE TABLE IF NOT EXISTS on an existing table leaves a note that the
+#: drivers log as a WARNING on every migration.
+_LEASE_TABLE_EXISTS = text(
+    "SELECT COUNT(*) FROM information_schema.tables "
+    "WHERE table_schema = DATABASE() AND table_name = :name"
+).bindparams(name=LEASE_TABLE)
 _NOW = func.now(6)
 _UNTIL = func.timestampadd(text("SECOND"), bindparam("lease"), _NOW)
 _offer = mysql.insert(_LEASE).values(id=1, owner=bindparam("owner"), expires_at=_UNTIL)
@@ -106,7 +112,8 @@ async def take_lease(engine: AsyncEngine, lock_timeout: float) -> Lease | None:
         raise
     try:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await conn.execute(_CREATE)
+        if not await conn.scalar(_LEASE_TABLE_EXISTS):
+            await conn.execute(_CREATE)  # IF NOT EXISTS still: another may create it first
         deadline = time.monotonic() + lock_timeout
         while True:
             try:
