@@ -72,13 +72,16 @@ class ErasureReceipt:
     trimmed_conversations: list[int] = field(default_factory=list)
     #: Transactions that ran (or, in a dry run, batches counted).
     batches: int = 0
+    #: The longest of them, in milliseconds: the longest a live agent may have waited.
+    longest_batch_ms: float = 0.0
 
-    def _add(self, batch: _Batch) -> None:
+    def _add(self, batch: _Batch, started: float) -> None:
         for table, rows in batch.counts.items():
             self.counts[table] += rows
         self.deleted_conversations += batch.whole
         self.trimmed_conversations += batch.trimmed
         self.batches += 1
+        self.longest_batch_ms = max(self.longest_batch_ms, (time.perf_counter() - started) * 1e3)
 
 
 @dataclass
@@ -208,7 +211,7 @@ async def erase_user_data(
             _erase_batch, ids=ids, user_id=user_id, whole_threads=whole_threads, dry_run=dry_run
         )
         batch = await db.run_transaction(erase)
-        receipt._add(batch)
+        receipt._add(batch, started)
         if on_batch is not None:
             on_batch(len(ids))
         if len(ids) < batch_size:

@@ -48,7 +48,8 @@ def format_receipt(receipt: ErasureReceipt) -> str:
     finished = receipt.finished_at or receipt.started_at
     lines.append(
         f"started {receipt.started_at.isoformat(timespec='seconds')}, "
-        f"finished {finished.isoformat(timespec='seconds')}, {receipt.batches} batch(es)"
+        f"finished {finished.isoformat(timespec='seconds')}; "
+        f"batches: {receipt.batches}, longest {receipt.longest_batch_ms:.1f} ms"
     )
     return "\n".join(lines)
 
