@@ -116,14 +116,14 @@ def engine_error(error: Exception, rules: DatabaseRules) -> BaseException:
     if isinstance(error, exc.StatementError) and isinstance(error.orig, TypeError | ValueError):
         # A value SQLAlchemy could not bind (not JSON, NaN, naive datetime): nothing was sent.
         return invalid_value(error.orig)
+    if isinstance(error, OSError):  # a connect refused, or timed out (option connect_timeout)
+        return ConnectionLostError(f"cannot reach the database: {error}")
     fault = fault_of(error, rules)
     if fault is not None:
         # The driver's own error, unwrapped: text it (or our packet-size check) could not
         # encode, nothing sent; or one the pool's reset met on a connection that died after
         # its last statement (a killed Galera node), which must read as a lost session.
         return translated(error, fault, "")
-    if isinstance(error, OSError):
-        return ConnectionLostError(f"cannot reach the database: {error}")
     return error
 
 
