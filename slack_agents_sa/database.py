@@ -20,7 +20,7 @@ from slack_agents_sa.backends.connect import bounded, connect_timeout_in_url
 from slack_agents_sa.errors import ProviderClosedError, TransactionConflictError
 from slack_agents_sa.executors import EngineExecutor, Executor, LanePolicy, Step, Values
 from slack_agents_sa.settings import ProviderSettings
-from slack_agents_sa.types import dump_json
+from slack_agents_sa.types import dump_json, load_json
 
 
 def make_engine(
@@ -61,6 +61,7 @@ def make_engine(
         # Values (OAuth secrets among them) stay out of logs and exception messages.
         hide_parameters=True,
         json_serializer=dump_json,
+        json_deserializer=load_json,
         # Every checkout ends its own transaction (statement() autocommits, transaction()
         # commits or rolls back), so the pool's extra ROLLBACK per return is a wasted trip.
         pool_reset_on_return=None,
