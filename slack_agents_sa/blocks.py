@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BindParameter, ColumnElement, Select, select
+from sqlalchemy import BindParameter, ColumnElement, Select, and_, select
 from sqlalchemy.orm import QueryableAttribute
 
 from slack_agents_sa.models import Block, Message, ToolCall
@@ -35,13 +35,22 @@ _CONTENT_COLUMNS = (
 
 
 def blocks_of_conversation(
-    conversation_id: int | BindParameter[Any], *extra: ColumnElement[Any] | QueryableAttribute[Any]
+    conversation_id: int | BindParameter[Any],
+    *extra: ColumnElement[Any] | QueryableAttribute[Any],
+    only: ColumnElement[bool] | QueryableAttribute[bool] | None = None,
 ) -> Select[Any]:
-    """Every message of a conversation with its blocks, one row per block, in order.
+    """Every message of a conversation with its blocks (those that meet `only`, if given),
+    one row per block, in order.
 
     Rows carry `message_id`, `block_id`, what `block_content` needs and the `extra`
-    columns. Messages without blocks still come back once (LEFT JOIN), block columns NULL.
+    columns. Messages without such blocks still come back once (LEFT JOIN), block columns
+    NULL: `only` is a join condition, so it leaves out blocks, never messages.
     """
+    joined = (
+        Block.message_id == Message.id
+        if only is None
+        else and_(Block.message_id == Message.id, only)
+    )
     return (
         select(
             Message.id.label("message_id"),
@@ -50,7 +59,7 @@ def blocks_of_conversation(
             *extra,
         )
         .select_from(Message)
-        .outerjoin(Block, Block.message_id == Message.id)
+        .outerjoin(Block, joined)
         .outerjoin(ToolCall, ToolCall.block_id == Block.id)
         .where(Message.conversation_id == conversation_id)
         .order_by(Message.id, Block.id)
