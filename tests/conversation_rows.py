@@ -27,9 +27,14 @@ def days_ago(days: float) -> datetime:
 
 
 async def turn(storage: Provider, conversation_id: int, tag: str) -> None:
-    """A message with a user text, a tool call, the file it made, a text quoting the file
-    (links between blocks) and a usage block."""
+    """A message of user U1 with `reply`'s blocks."""
     message = await storage.create_message(conversation_id, "U1", "Ann", "ann")
+    await reply(storage, message, tag)
+
+
+async def reply(storage: Provider, message: int, tag: str) -> None:
+    """A message's blocks: a user text, a tool call, the file it made, a text quoting the
+    file (links between blocks) and a usage block."""
     await storage.append_text_block(message, f"question {tag}", is_user=True)
     tool = await storage.append_tool_block(
         message,

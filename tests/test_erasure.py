@@ -26,7 +26,13 @@ from slack_agents_sa.errors import MissingRowError
 from slack_agents_sa.models import Message, table_of
 from slack_agents_sa.settings import normalize_url
 from slack_agents_sa.types import utcnow
-from tests.conversation_rows import BLOCKS_PER_TURN, NO_ORPHANS, orphans, rows_per_conversation
+from tests.conversation_rows import (
+    BLOCKS_PER_TURN,
+    NO_ORPHANS,
+    orphans,
+    reply,
+    rows_per_conversation,
+)
 from tests.databases import PERSISTENT_BACKENDS_BOTH, backend_params, opened_provider
 from tests.samples import TOKEN
 from tests.test_cli import run_cli
@@ -57,41 +63,6 @@ def _handle(user: str) -> str:
 async def started(storage: Provider, conversation_id: int, user: str) -> int:
     """A message of `user`'s, its blocks still to come."""
     return await storage.create_message(conversation_id, user, f"name {user}", _handle(user))
-
-
-async def reply(storage: Provider, message: int, tag: str) -> None:
-    """`conversation_rows.turn`'s blocks: a user text, a tool call, the file it made, a text
-    quoting the file, a usage block."""
-    await storage.append_text_block(message, f"question {tag}", is_user=True)
-    tool = await storage.append_tool_block(
-        message,
-        tool_call_id=f"call-{tag}",
-        tool_name="plot",
-        tool_input={"tag": tag},
-        tool_output="chart.png",
-        is_error=False,
-    )
-    chart = await storage.append_file_block(
-        message,
-        {"data": "iVBO", "filename": "chart.png", "mimeType": "image/png"},
-        is_user=False,
-        filename="chart.png",
-        mimetype="image/png",
-        size_bytes=4,
-        tool_block_id=tool,
-    )
-    await storage.append_text_block(message, f"answer {tag}", source_file_id=chart)
-    await storage.append_usage_block(
-        message,
-        model="m",
-        version="1",
-        input_tokens=10,
-        output_tokens=1,
-        cache_creation_input_tokens=0,
-        cache_read_input_tokens=0,
-        peak_single_call_input_tokens=10,
-        estimated_cost_usd=0.0,
-    )
 
 
 async def thread(
