@@ -30,15 +30,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from slack_agents_sa.database import Database, UsesDatabase
 from slack_agents_sa.models import (
     NAME_LENGTH,
-    Block,
     Conversation,
     Message,
     OAuthToken,
-    ToolCall,
     table_of,
 )
 from slack_agents_sa.progress import OnProgress
-from slack_agents_sa.retention import give_way
+from slack_agents_sa.retention import count_message_rows, give_way, lock_conversations
 from slack_agents_sa.types import utcnow
 from slack_agents_sa.validation import check_batch_size, check_text
 
@@ -50,8 +48,6 @@ ERASED_TABLES = ("conversations", "messages", "blocks", "tool_calls", "oauth_tok
 
 _conversations = table_of(Conversation)
 _messages = table_of(Message)
-_blocks = table_of(Block)
-_tool_calls = table_of(ToolCall)
 _tokens = table_of(OAuthToken)
 
 
@@ -118,23 +114,6 @@ async def _wrote_in(conn: AsyncConnection, written: ColumnElement[bool]) -> set[
     return {int(found) for found in (await conn.execute(stmt)).scalars()}
 
 
-async def _count(conn: AsyncConnection, erased: ColumnElement[bool]) -> dict[str, int]:
-    """Messages matching `erased`, their blocks and tool calls, in one round trip."""
-    blocks = _blocks.join(_messages, _blocks.c.message_id == _messages.c.id)
-    tool_calls = _tool_calls.join(blocks, _tool_calls.c.block_id == _blocks.c.id)
-    counts = (
-        await conn.execute(
-            select(
-                *(
-                    select(func.count()).select_from(source).where(erased).scalar_subquery()
-                    for source in (_messages, blocks, tool_calls)
-                )
-            )
-        )
-    ).one()
-    return dict(zip(("messages", "blocks", "tool_calls"), map(int, counts), strict=True))
-
-
 async def _erase_batch(
     conn: AsyncConnection,
     ids: Sequence[int],
@@ -144,14 +123,7 @@ async def _erase_batch(
 ) -> _Batch:
     """One batch in one transaction: lock, ask again who wrote, count, delete."""
     if not dry_run:
-        # Locks first, as prune's: a message being added to one of them (its foreign key
-        # check takes a share lock on the conversation) commits before, or waits for this.
-        await conn.execute(
-            select(_conversations.c.id)
-            .where(_conversations.c.id.in_(ids))
-            .order_by(_conversations.c.id)
-            .with_for_update()
-        )
+        await lock_conversations(conn, ids)  # first: a message being added commits, or waits
     in_batch = _messages.c.conversation_id.in_(ids)
     mine = sorted(await _wrote_in(conn, and_(in_batch, _messages.c.user_id == user_id)))
     others = await _wrote_in(conn, and_(in_batch, _messages.c.user_id != user_id))
@@ -161,7 +133,10 @@ async def _erase_batch(
         _messages.c.conversation_id.in_(whole),
         and_(_messages.c.conversation_id.in_(trimmed), _messages.c.user_id == user_id),
     )
-    counts = {"conversations": len(whole), **(await _count(conn, erased) if mine else {})}
+    counts = {
+        "conversations": len(whole),
+        **(await count_message_rows(conn, erased) if mine else {}),
+    }
     if not dry_run:
         if whole:
             await conn.execute(delete(_conversations).where(_conversations.c.id.in_(whole)))

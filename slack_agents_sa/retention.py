@@ -121,41 +121,54 @@ def _candidates(old: ColumnElement[bool], after: int, limit: int) -> Select[tupl
     return select(_conversations.c.id).where(where).order_by(_conversations.c.id).limit(limit)
 
 
-async def _count_conversation_rows(conn: AsyncConnection, ids: Sequence[int]) -> dict[str, int]:
-    """Rows of each table that deleting these conversations deletes, in one round trip."""
-    if not ids:
-        return dict.fromkeys(CONVERSATION_TABLES, 0)
+async def count_message_rows(
+    conn: AsyncConnection, messages: ColumnElement[bool]
+) -> dict[str, int]:
+    """The messages matching `messages`, their blocks and their tool calls (what deleting
+    those messages deletes), in one round trip."""
     blocks = _blocks.join(_messages, _blocks.c.message_id == _messages.c.id)
     tool_calls = _tool_calls.join(blocks, _tool_calls.c.block_id == _blocks.c.id)
     counts = (
         await conn.execute(
             select(
                 *(
-                    select(func.count())
-                    .select_from(source)
-                    .where(_messages.c.conversation_id.in_(ids))
-                    .scalar_subquery()
+                    select(func.count()).select_from(source).where(messages).scalar_subquery()
                     for source in (_messages, blocks, tool_calls)
                 )
             )
         )
     ).one()
-    return {"conversations": len(ids), **dict(zip(CONVERSATION_TABLES[1:], counts, strict=True))}
+    return dict(zip(CONVERSATION_TABLES[1:], map(int, counts), strict=True))
 
 
-async def _delete_conversations(
-    conn: AsyncConnection, ids: Sequence[int], old: ColumnElement[bool]
-) -> dict[str, int]:
-    """One batch, in one transaction: lock, ask again, count, delete."""
-    # Locks first: an agent adding a message to one of them (its foreign key check takes a
-    # share lock on the conversation) waits for this batch, and one already adding it
-    # commits before this goes on. SQLite: BEGIN IMMEDIATE already holds the write lock.
+async def _count_conversation_rows(conn: AsyncConnection, ids: Sequence[int]) -> dict[str, int]:
+    """Rows of each table that deleting these conversations deletes, in one round trip."""
+    if not ids:
+        return dict.fromkeys(CONVERSATION_TABLES, 0)
+    in_them = _messages.c.conversation_id.in_(ids)
+    return {"conversations": len(ids), **await count_message_rows(conn, in_them)}
+
+
+async def lock_conversations(conn: AsyncConnection, ids: Sequence[int]) -> None:
+    """Lock these conversations' rows for the transaction, in id order.
+
+    An agent adding a message to one of them (its foreign key check takes a share lock on
+    the conversation) waits for the transaction, and one already adding it commits before
+    the lock is granted. SQLite: BEGIN IMMEDIATE already holds the write lock.
+    """
     await conn.execute(
         select(_conversations.c.id)
         .where(_conversations.c.id.in_(ids))
         .order_by(_conversations.c.id)
         .with_for_update()
     )
+
+
+async def _delete_conversations(
+    conn: AsyncConnection, ids: Sequence[int], old: ColumnElement[bool]
+) -> dict[str, int]:
+    """One batch, in one transaction: lock, ask again, count, delete."""
+    await lock_conversations(conn, ids)
     # Asked again in a statement of its own, which sees what committed meanwhile (a new
     # snapshot under READ COMMITTED; under MySQL's REPEATABLE READ, the transaction's first
     # consistent read): a conversation that came back to life since it was chosen stays.
