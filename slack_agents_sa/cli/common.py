@@ -19,6 +19,7 @@ from slack_agents_sa.cli.agent_config import storage_options
 from slack_agents_sa.cli.exits import Unreachable, UsageError
 from slack_agents_sa.database import Database, make_engine
 from slack_agents_sa.errors import ConfigError, SchemaOutOfDateError
+from slack_agents_sa.models import NAME_LENGTH
 from slack_agents_sa.settings import (
     DEFAULT_URL,
     URL_ENV_VAR,
@@ -28,11 +29,27 @@ from slack_agents_sa.settings import (
     safe_url,
 )
 from slack_agents_sa.startup import open_database
+from slack_agents_sa.validation import check_text
 
 
 def say(message: str) -> None:
     """A line for the person at the terminal (stderr: stdout is the command's answer)."""
     print(message, file=sys.stderr, flush=True)
+
+
+#: What a batched job (prune, erase-user) says when Ctrl-C stops it.
+INTERRUPTED_BATCHES = "interrupted: every batch is whole; run the same command to carry on"
+
+
+def check_names(*options: tuple[str, str | None]) -> None:
+    """Each given (option, value) a storable name (an agent, a namespace, a user id): a
+    usage error, exit 2, before connecting, rather than the provider's ValueError."""
+    for option, value in options:
+        if value is not None:
+            try:
+                check_text(option, value, NAME_LENGTH)
+            except ValueError as error:
+                raise UsageError(str(error)) from None
 
 
 @dataclass(frozen=True)

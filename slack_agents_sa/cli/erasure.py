@@ -9,7 +9,13 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from slack_agents_sa.cli.common import Target, maintenance_database, say
+from slack_agents_sa.cli.common import (
+    INTERRUPTED_BATCHES,
+    Target,
+    check_names,
+    maintenance_database,
+    say,
+)
 from slack_agents_sa.cli.exits import EXIT_OK, UsageError
 from slack_agents_sa.cli.progress import progress_bar, shows_progress
 from slack_agents_sa.cli.prune import whole_number
@@ -19,8 +25,6 @@ from slack_agents_sa.erasure import (
     count_user_conversations,
     erase_user_data,
 )
-from slack_agents_sa.models import NAME_LENGTH
-from slack_agents_sa.validation import check_text
 
 
 def receipt_as_dict(receipt: ErasureReceipt) -> dict[str, Any]:
@@ -57,12 +61,7 @@ def format_receipt(receipt: ErasureReceipt) -> str:
 async def cmd_erase_user(target: Target, args: argparse.Namespace) -> int:
     if not args.user_id:
         raise UsageError("user_id: give the Slack user id of the person to erase")
-    for option, value in (("user_id", args.user_id), ("--agent", args.agent)):
-        if value is not None:
-            try:
-                check_text(option, value, NAME_LENGTH)
-            except ValueError as error:
-                raise UsageError(str(error)) from None
+    check_names(("user_id", args.user_id), ("--agent", args.agent))
     db = await maintenance_database(target)
     try:
         show = shows_progress(not args.no_progress)
@@ -84,7 +83,7 @@ async def cmd_erase_user(target: Target, args: argparse.Namespace) -> int:
                     bar.update,
                 )
             except asyncio.CancelledError:  # Ctrl-C
-                say("interrupted: every batch is whole; run the same command to carry on")
+                say(INTERRUPTED_BATCHES)
                 raise
     finally:
         await db.dispose()

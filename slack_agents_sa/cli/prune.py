@@ -8,10 +8,15 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from slack_agents_sa.cli.common import Target, maintenance_database, say
-from slack_agents_sa.cli.exits import EXIT_OK, UsageError
+from slack_agents_sa.cli.common import (
+    INTERRUPTED_BATCHES,
+    Target,
+    check_names,
+    maintenance_database,
+    say,
+)
+from slack_agents_sa.cli.exits import EXIT_OK
 from slack_agents_sa.cli.progress import progress_bar, shows_progress
-from slack_agents_sa.models import NAME_LENGTH
 from slack_agents_sa.retention import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_NAMESPACE_BATCH_SIZE,
@@ -22,7 +27,6 @@ from slack_agents_sa.retention import (
     prune_key_values,
 )
 from slack_agents_sa.types import utcnow
-from slack_agents_sa.validation import check_text
 
 #: The longest age `--older-than` takes (100 years): a longer one is surely a typo.
 _LONGEST_AGE = timedelta(days=36_500)
@@ -63,12 +67,7 @@ def format_prune(result: PruneResult) -> str:
 
 
 async def cmd_prune(target: Target, args: argparse.Namespace) -> int:
-    for option, value in (("--agent", args.agent), ("--namespace", args.namespace)):
-        if value is not None:
-            try:
-                check_text(option, value, NAME_LENGTH)
-            except ValueError as error:
-                raise UsageError(str(error)) from None
+    check_names(("--agent", args.agent), ("--namespace", args.namespace))
     by_namespace = args.namespace is not None
     batch_size = args.batch_size or (
         DEFAULT_NAMESPACE_BATCH_SIZE if by_namespace else DEFAULT_BATCH_SIZE
@@ -98,7 +97,7 @@ async def cmd_prune(target: Target, args: argparse.Namespace) -> int:
                         db, cutoff, args.agent, args.dry_run, batch_size, bar.update
                     )
             except asyncio.CancelledError:  # Ctrl-C
-                say("interrupted: every batch is whole; run the same command to carry on")
+                say(INTERRUPTED_BATCHES)
                 raise
     finally:
         await db.dispose()
