@@ -270,11 +270,15 @@ class MySQL(Backend):
             lock = f"MySQL/MariaDB GET_LOCK('{name}')"
             raise lock_not_taken(lock, lock_timeout, timed_out=got == 0)
         left = max(0.0, lock_timeout - (time.monotonic() - started))
-        lease = await take_lease(conn.engine, left)
+        lease = await take_lease(conn.engine, left, self._worth_retrying)
         if lease is None:
             await conn.execute(_RELEASE_LOCK, {"prefix": MIGRATION_LOCK_PREFIX})
             raise lock_not_taken(f"the lease row of {LEASE_TABLE}", lock_timeout, timed_out=True)
         conn.info[_LEASE] = lease
+
+    def _worth_retrying(self, error: BaseException) -> bool:
+        """A deadlock or Galera certification conflict, or a lock wait that timed out."""
+        return self.fault_of(error) in (Fault.CONFLICT, Fault.LOCK_TIMEOUT)
 
     async def release_migration_lock(self, conn: AsyncConnection) -> None:
         lease = conn.info.pop(_LEASE, None)

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import (
@@ -45,9 +46,6 @@ LEASE_TABLE = MIGRATION_LEASE_TABLE
 LEASE_S = 30
 #: Seconds between tries while another holds the lease.
 _RETRY_S = 0.2
-#: Errors after which taking the lease is simply tried again: a deadlock or a Galera
-#: certification conflict (1213), a lock wait timeout (1205).
-_TRY_AGAIN = (1213, 1205)
 
 _LEASE = Table(
     LEASE_TABLE,
@@ -98,9 +96,12 @@ class Lease:
     renewing: asyncio.Task[None]
 
 
-async def take_lease(engine: AsyncEngine, lock_timeout: float) -> Lease | None:
+async def take_lease(
+    engine: AsyncEngine, lock_timeout: float, try_again: Callable[[BaseException], bool]
+) -> Lease | None:
     """The lease, once free or expired; None if `lock_timeout` passed first (the caller
-    raises `MigrationLockError`)."""
+    raises `MigrationLockError`). `try_again(driver_error)`: the backend's word on whether
+    an error taking it (a Galera certification conflict, a lock wait) just means retry."""
     owner = uuid.uuid4().hex
     # A pool of its own (the same connect arguments and hooks): the lease's connection must
     # not wait for the migration's in a pool of one.
@@ -121,7 +122,7 @@ async def take_lease(engine: AsyncEngine, lock_timeout: float) -> Lease | None:
                 if await conn.scalar(_HOLDER) == owner:
                     break
             except DBAPIError as error:
-                if _code(error) not in _TRY_AGAIN:
+                if not try_again(error.orig or error):
                     raise
             if time.monotonic() >= deadline:
                 await conn.close()
@@ -188,9 +189,3 @@ async def _renew(conn: AsyncConnection, owner: str) -> None:
                 "migrator may have taken it"
             )
             return
-
-
-def _code(error: DBAPIError) -> int | None:
-    """MySQL's error number of `error` (the driver's first argument)."""
-    args = getattr(error.orig, "args", ())
-    return args[0] if args and isinstance(args[0], int) else None
