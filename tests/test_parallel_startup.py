@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, closing, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from slack_agents_sa import Provider, migration_lock
 from slack_agents_sa import migrate as migrate_module
+from slack_agents_sa.backends.base import SessionOptions
+from slack_agents_sa.backends.sqlite import connection_pragmas
 from slack_agents_sa.database import make_engine
 from slack_agents_sa.errors import MigrationLockError
+from slack_agents_sa.executors.sqlite import set_up_connection
 from slack_agents_sa.migrate import VERSION_TABLE, SchemaStatus, head_revisions
 from slack_agents_sa.models import OUR_TABLES
 from slack_agents_sa.settings import normalize_url
@@ -139,6 +144,71 @@ async def test_two_providers_of_one_database_migrate_it_once(
             assert await storage.get("ns", "p1") == {"n": 1}
     finally:
         await _close_all(providers)
+
+
+# --- A new SQLite file switched to WAL while another connection writes to it ------------
+#
+# SQLite answers `PRAGMA journal_mode = WAL` with "database is locked" at once, without the
+# busy timeout, while another connection holds the write lock of a file not yet in WAL: two
+# providers opening one new file together race for it (1 run in ~40 of two at once).
+
+
+@contextmanager
+def _write_lock_held_for(path: Path, seconds: float) -> Iterator[None]:
+    """Another connection holds `path`'s write lock (rollback journal) for `seconds`."""
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA journal_mode = DELETE")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE someone_elses (x)")
+    release = threading.Timer(seconds, holder.execute, ("COMMIT",))
+    release.start()
+    try:
+        yield
+    finally:
+        release.join()
+        holder.close()
+
+
+def _journal_mode(path: Path) -> str:
+    with closing(sqlite3.connect(path)) as conn:
+        return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+
+
+@pytest.mark.parametrize("executor", ["sqlalchemy", "native"])
+async def test_a_provider_waits_for_a_lock_held_while_it_switches_a_new_file_to_wal(
+    tmp_path: Path, executor: str
+) -> None:
+    path = tmp_path / "new.db"
+    storage = Provider(url=f"sqlite+aiosqlite:///{path}", executor=executor)
+    try:
+        with _write_lock_held_for(path, WAITING_S):
+            await asyncio.wait_for(storage.initialize(), START_UP_S)
+        await storage.set("ns", "k", {"v": 1})
+        assert await storage.get("ns", "k") == {"v": 1}
+        assert _journal_mode(path) == "wal"
+    finally:
+        await _close_all([storage])
+
+
+def test_the_native_executor_waits_for_a_lock_held_while_it_switches_to_wal(
+    tmp_path: Path,
+) -> None:
+    # The native executor opens its own connection on its first call: the same set-up.
+    path = tmp_path / "new.db"
+    pragmas = connection_pragmas(SessionOptions(), is_file=True)
+    with _write_lock_held_for(path, WAITING_S), closing(sqlite3.connect(path)) as conn:
+        set_up_connection(conn.execute, pragmas, lock_wait=START_UP_S, pause=time.sleep)
+    assert _journal_mode(path) == "wal"
+
+
+def test_a_lock_held_past_the_lock_wait_still_fails_as_locked(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    pragmas = connection_pragmas(SessionOptions(), is_file=True)
+    with _write_lock_held_for(path, 1.0), closing(sqlite3.connect(path)) as conn:
+        started = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            set_up_connection(conn.execute, pragmas, lock_wait=0.2, pause=time.sleep)
+        assert time.monotonic() - started < 1.0
 
 
 # --- The in-process lock: held, cancelled, timed out --------------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +39,7 @@ from slack_agents_sa.backends.base import (
 )
 from slack_agents_sa.errors import MigrationError
 from slack_agents_sa.executors.base import Fault
-from slack_agents_sa.executors.sqlite import PROGRESS_STEPS, StatementDeadline
+from slack_agents_sa.executors.sqlite import PROGRESS_STEPS, StatementDeadline, set_up_connection
 
 if TYPE_CHECKING:
     from slack_agents_sa.backends.builtin_source import BuiltinSource
@@ -70,11 +72,24 @@ _FAULT_BY_CODE = {
 def connection_pragmas(session: SessionOptions, is_file: bool) -> tuple[str, ...]:
     """Every connection's set-up. PRAGMA takes no bound parameters: the one place we spell a
     number into SQL, an int computed here from a validated option."""
-    busy_ms = (
-        BUSY_TIMEOUT_MS if session.lock_timeout is None else round(session.lock_timeout * 1000)
-    )
-    pragmas = ("PRAGMA foreign_keys = ON", f"PRAGMA busy_timeout = {int(busy_ms)}")
+    pragmas = ("PRAGMA foreign_keys = ON", f"PRAGMA busy_timeout = {_busy_ms(session)}")
     return pragmas + (FILE_PRAGMAS if is_file else ())
+
+
+def _busy_ms(session: SessionOptions) -> int:
+    """How long a connection waits for another's lock (ms): option `lock_timeout`, or ours."""
+    if session.lock_timeout is None:
+        return BUSY_TIMEOUT_MS
+    return round(session.lock_timeout * 1000)
+
+
+def _pause_on(dbapi_connection: Any) -> Callable[[float], object]:
+    """A pause for a connect hook: it runs on the event loop (greenlet), so sleep there."""
+
+    def pause(seconds: float) -> object:
+        return dbapi_connection.run_async(lambda _driver: asyncio.sleep(seconds))
+
+    return pause
 
 
 def _names_a_file(url: URL) -> bool:
@@ -110,14 +125,14 @@ class SQLite(Backend):
         """Pragmas on connect; BEGIN as the connection's execution options say; a deadline
         per statement with option `statement_timeout`."""
         pragmas = connection_pragmas(session, _names_a_file(engine.url))
+        lock_wait = _busy_ms(session) / 1000
 
         @event.listens_for(engine.sync_engine, "connect")
         def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
             # Take transaction control from the sqlite3 module, so BEGIN is ours (_begin).
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
-            for pragma in pragmas:
-                cursor.execute(pragma)
+            set_up_connection(cursor.execute, pragmas, lock_wait, _pause_on(dbapi_connection))
             cursor.close()
             if session.statement_timeout is not None:
                 deadline = StatementDeadline(session.statement_timeout)
@@ -177,6 +192,7 @@ class SQLite(Backend):
             parts.statements(),
             self,
             connection_pragmas(parts.session, is_file=True),
+            _busy_ms(parts.session) / 1000,
             parts.session.statement_timeout,
         )
 

@@ -29,6 +29,33 @@ from slack_agents_sa.executors.statement_cache import StatementCache
 #: SQLite VM instructions between two looks at a statement's deadline: ~1 ms of work, so a
 #: short statement never pays for one and a runaway one stops within a few milliseconds.
 PROGRESS_STEPS = 10_000
+#: Pause between two tries of a set-up statement another connection's lock refused.
+SET_UP_PAUSE_S = 0.005
+
+
+def set_up_connection(
+    run: Callable[[str], object],
+    pragmas: Sequence[str],
+    lock_wait: float,
+    pause: Callable[[float], object],
+) -> None:
+    """Run a new connection's `pragmas`, trying one again while a lock refuses it.
+
+    SQLite refuses `PRAGMA journal_mode = WAL` with "database is locked" at once, without
+    its busy handler, while another connection is switching a new file to WAL: providers
+    opening one new database together race for it. Tries stop after `lock_wait` seconds.
+    """
+    give_up = time.monotonic() + lock_wait
+    for pragma in pragmas:
+        while True:
+            try:
+                run(pragma)
+                break
+            except sqlite3.OperationalError as error:
+                busy = getattr(error, "sqlite_errorname", None) == "SQLITE_BUSY"
+                if not busy or time.monotonic() >= give_up:
+                    raise
+            pause(SET_UP_PAUSE_S)
 
 
 class StatementDeadline:
@@ -58,15 +85,14 @@ class StatementDeadline:
 
 
 def _connect(
-    path: str, pragmas: Sequence[str], deadline: StatementDeadline | None
+    path: str, pragmas: Sequence[str], lock_wait: float, deadline: StatementDeadline | None
 ) -> sqlite3.Connection:
     """A connection set up as the SQLite backend sets up a file database's (`pragmas`)."""
     # isolation_level=None: the sqlite3 module opens no transactions, so each statement
     # commits by itself and `steps` spells BEGIN IMMEDIATE ... COMMIT itself.
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        for pragma in pragmas:
-            conn.execute(pragma)
+        set_up_connection(conn.execute, pragmas, lock_wait, time.sleep)
         if deadline is not None:
             conn.set_progress_handler(deadline, PROGRESS_STEPS)
     except BaseException:
@@ -107,12 +133,14 @@ class SQLiteExecutor:
         statements: StatementCache,
         rules: DatabaseRules,
         pragmas: Sequence[str],
+        lock_wait: float,
         statement_timeout: float | None = None,
     ) -> None:
         self._path = path
         self._statements = statements
         self._rules = rules
         self._pragmas = tuple(pragmas)
+        self._lock_wait = lock_wait
         self._deadline = None if statement_timeout is None else StatementDeadline(statement_timeout)
         # Transactions compile later steps in the worker while the loop compiles other
         # calls: the cache's dicts are not meant for two threads at once.
@@ -141,7 +169,7 @@ class SQLiteExecutor:
         deadline = self._deadline
         try:
             if self._conn is None:
-                self._conn = _connect(self._path, self._pragmas, deadline)
+                self._conn = _connect(self._path, self._pragmas, self._lock_wait, deadline)
             if deadline is not None:
                 deadline.start()
             return work(self._conn)
