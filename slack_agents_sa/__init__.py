@@ -36,6 +36,7 @@ from slack_agents_sa.models import (
 )
 from slack_agents_sa.provider import Provider
 from slack_agents_sa.retention import PruneResult
+from slack_agents_sa.search import HistoryHit
 
 if TYPE_CHECKING:
     from slack_agents_sa.stats import Stats, collect_stats
@@ -58,6 +59,7 @@ __all__ = [
     "Conversation",
     "DecryptionError",
     "Heartbeat",
+    "HistoryHit",
     "ImportSourceError",
     "KeyValueEntry",
     "ListItem",

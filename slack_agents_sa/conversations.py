@@ -21,6 +21,7 @@ from slack_agents_sa.models import (
     ToolCall,
     table_of,
 )
+from slack_agents_sa.search_text import indexed_words
 from slack_agents_sa.types import utcnow
 from slack_agents_sa.validation import (
     check_dict,
@@ -202,6 +203,7 @@ class ConversationMethods(UsesDatabase):
             block_type="user_text" if is_user else "text",
             in_history=True,
             content={"text": text},
+            search_text=indexed_words(text),
             source_file_id=to_optional_id("source_file_id", source_file_id),
         )
 

@@ -40,6 +40,7 @@ from slack_agents_sa.models import (
     table_of,
 )
 from slack_agents_sa.progress import OnProgress, no_progress
+from slack_agents_sa.search_text import searchable_text
 from slack_agents_sa.settings import ProviderSettings, safe_url
 from slack_agents_sa.startup import open_database
 from slack_agents_sa.validation import check_batch_size
@@ -201,6 +202,7 @@ class _Importer:
                     "source_file_id": source_file_id,
                     "tool_block_id": tool_block_id,
                     "created_at": block.created_at,
+                    "search_text": searchable_text(block.block_type, block.content),
                 },
             )
             if block.tool is not None:

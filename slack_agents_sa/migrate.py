@@ -37,6 +37,8 @@ from slack_agents_sa.migration_lock import in_process_migration_lock, in_process
 from slack_agents_sa.models import (
     MIGRATION_LEASE_TABLE,
     OUR_TABLES,
+    SEARCH_INDEX,
+    SEARCH_TABLE,
     SchemaCompatibility,
     table_of,
 )
@@ -385,7 +387,17 @@ def is_ours(name: str | None, type_: str) -> bool:
     return `not is_ours(...)` there and autogenerate leaves our tables to our migrations."""
     if type_ != "table" or name is None:
         return False
-    return name in (VERSION_TABLE, MIGRATION_LEASE_TABLE) or name in OUR_TABLES
+    return (
+        name in (VERSION_TABLE, MIGRATION_LEASE_TABLE)
+        or name in OUR_TABLES
+        or _is_search_index(name)
+    )
+
+
+def _is_search_index(name: str) -> bool:
+    """SQLite's FTS5 table (and its shadow tables, `<name>_data`, ...) or the search index:
+    built by migration 0007, described by no model."""
+    return name in (SEARCH_INDEX, SEARCH_TABLE) or name.startswith(f"{SEARCH_TABLE}_")
 
 
 def _table_name(obj: Any, name: str | None, type_: str) -> str | None:
@@ -400,6 +412,8 @@ def only_ours(obj: Any, name: str | None, type_: str, reflected: bool, compare_t
     business, never ours.
     """
     table = _table_name(obj, name, type_)
+    if name is not None and _is_search_index(name):
+        return False  # no model describes it: autogenerate would drop it
     # The lease table is no model: our migrations neither create nor drop it.
     return table is None or (is_ours(table, "table") and table != MIGRATION_LEASE_TABLE)
 

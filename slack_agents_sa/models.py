@@ -160,6 +160,9 @@ class Block(Base):
     mimetype: Mapped[str | None] = mapped_column(Name)
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: A text block's words, folded (`search_text.indexed_words`), for search over history:
+    #: the database's full-text index covers it. NULL for every other block.
+    search_text: Mapped[str | None] = mapped_column(LongText)
 
     message: Mapped[Message] = relationship(back_populates="blocks")
     tool_call: Mapped[ToolCall | None] = relationship(back_populates="block", passive_deletes=True)
@@ -308,6 +311,11 @@ class SchemaCompatibility(Base):
 #: The names of this package's tables, fixed here, before any host app adds its own
 #: tables to `metadata` (which they share).
 OUR_TABLES = frozenset(metadata.tables)
+#: Search over history: the index over the blocks' `search_text` (PostgreSQL, MySQL), or
+#: SQLite's FTS5 table (with its shadow tables `<name>_data`, ...). Built by migration 0007,
+#: not by `create_all`: no model describes them.
+SEARCH_INDEX = f"ix_{TABLE_PREFIX}blocks_search"
+SEARCH_TABLE = f"{TABLE_PREFIX}blocks_search"
 #: MySQL/MariaDB: the migration lock's row lives here (`backends/mysql_lease.py`); not a
 #: model, since it must exist before any migration runs.
 MIGRATION_LEASE_TABLE = "slack_agents_sa_migration_lease"

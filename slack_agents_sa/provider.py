@@ -16,6 +16,7 @@ from slack_agents_sa.export import ExportMethods
 from slack_agents_sa.keyvalue import KeyValueMethods
 from slack_agents_sa.oauth import OAuthMethods
 from slack_agents_sa.retention import RetentionMethods
+from slack_agents_sa.search import SearchMethods
 from slack_agents_sa.settings import ProviderSettings, safe_url
 from slack_agents_sa.startup import open_database
 
@@ -29,6 +30,7 @@ class Provider(
     OAuthMethods,
     RetentionMethods,
     ErasureMethods,
+    SearchMethods,
     BaseStorageProvider,
 ):
     """SQLAlchemy async storage for python-slack-agents, on SQLite, PostgreSQL or MySQL.

@@ -187,6 +187,10 @@ class ProviderSettings(BaseModel):
     #: then qualifies names (`schema_translate_map`) instead of setting a search_path when
     #: connecting. Not detected: say it (docs/configuration.md, "PgBouncer").
     pgbouncer: bool = False
+    #: PostgreSQL only: the text search configuration `search_history` searches with. The
+    #: index migration 0007 builds is for 'simple'; another needs that index rebuilt for it
+    #: (docs/search.md). A name, spelled into the SQL: the planner matches it to the index.
+    search_language: str = Field(default="simple", pattern=r"^[a-z][a-z0-9_]{0,62}$")
     #: Seconds one statement may run before the database stops it with
     #: `StatementTimeoutError` (PostgreSQL `statement_timeout`, MariaDB `max_statement_time`,
     #: MySQL `MAX_EXECUTION_TIME` for SELECTs, SQLite's progress handler). None: no limit.

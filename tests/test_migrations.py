@@ -25,7 +25,7 @@ from slack_agents_sa.migrate import (
     only_ours,
     script_location,
 )
-from slack_agents_sa.models import MIGRATION_LEASE_TABLE, OUR_TABLES, metadata
+from slack_agents_sa.models import MIGRATION_LEASE_TABLE, OUR_TABLES, SEARCH_TABLE, metadata
 from slack_agents_sa.schema_version import HEAD
 from slack_agents_sa.settings import normalize_url
 
@@ -68,15 +68,31 @@ def test_checkout_uses_the_repo_alembic_folder() -> None:
     assert script_location() == REPO_ROOT / "alembic"
 
 
+#: SQLite's FTS5 search table and the shadow tables FTS5 keeps beside it.
+SQLITE_SEARCH_TABLES = {SEARCH_TABLE} | {
+    f"{SEARCH_TABLE}_{shadow}" for shadow in ("data", "idx", "docsize", "config")
+}
+
+
 def _bookkeeping(url: str) -> set[str]:
-    """The tables besides our models': the version table, and on MySQL/MariaDB the
-    migration lease's (it outlives a downgrade to base, as the version table does)."""
+    """The tables besides our models' at any revision: the version table, and on
+    MySQL/MariaDB the migration lease's (it outlives a downgrade to base, as the version
+    table does)."""
     mysql = make_url(url).get_backend_name() in ("mysql", "mariadb")
     return {VERSION_TABLE, MIGRATION_LEASE_TABLE} if mysql else {VERSION_TABLE}
 
 
+def _at_head(url: str) -> set[str]:
+    """Every table at head: our models', the bookkeeping, and on SQLite the search index."""
+    sqlite = make_url(url).get_backend_name() == "sqlite"
+    return set(OUR_TABLES) | _bookkeeping(url) | (SQLITE_SEARCH_TABLES if sqlite else set())
+
+
 def test_bookkeeping_tables_are_ours_so_host_autogenerate_leaves_them() -> None:
     for table in (VERSION_TABLE, "slack_agents_sa_compat", MIGRATION_LEASE_TABLE):
+        assert is_ours(table, "table")
+        assert not all_but_ours(None, table, "table", True, None)
+    for table in SQLITE_SEARCH_TABLES:
         assert is_ours(table, "table")
         assert not all_but_ours(None, table, "table", True, None)
     assert "slack_agents_sa_compat" in OUR_TABLES  # and our own `alembic check` compares it
@@ -87,7 +103,7 @@ async def test_initialize_migrates_an_empty_database_to_match_the_models(empty_u
     storage = Provider(url=empty_url)
     await storage.initialize()
     await storage.close()
-    assert await _run_sync(empty_url, _table_names) == OUR_TABLES | _bookkeeping(empty_url)
+    assert await _run_sync(empty_url, _table_names) == _at_head(empty_url)
     assert await _run_sync(empty_url, _schema_diff) == []
 
 
@@ -140,7 +156,7 @@ async def test_alembic_command_line_upgrade_check_downgrade_round_trip(empty_url
     plain_url = empty_url.replace("+aiosqlite", "").replace("+asyncpg", "")
     upgrade = _alembic(plain_url, "upgrade", "head")
     assert upgrade.returncode == 0, upgrade.stderr
-    assert await _run_sync(empty_url, _table_names) == OUR_TABLES | _bookkeeping(empty_url)
+    assert await _run_sync(empty_url, _table_names) == _at_head(empty_url)
 
     check = _alembic(empty_url, "check", via_env=True)
     assert check.returncode == 0, check.stderr

@@ -37,6 +37,7 @@ from slack_agents_sa.backends.connect import (
     URL_KEY,
     Connect,
 )
+from slack_agents_sa.backends.search import TextSearch
 from slack_agents_sa.errors import ImportSourceError, MigrationLockError
 from slack_agents_sa.executors.base import Fault, LanePolicy
 from slack_agents_sa.executors.statement_cache import StatementCache
@@ -138,6 +139,8 @@ class Backend:
     #: Drivers whose module-level `connect` coroutine SQLAlchemy's adapter calls (see
     #: `driver_connect`).
     connect_drivers: frozenset[str] = frozenset()
+    #: Search over history: its index and how a search finds words through it.
+    text_search: TextSearch = TextSearch()
 
     def __init__(self, dialect_name: str) -> None:
         self.dialect_name = dialect_name

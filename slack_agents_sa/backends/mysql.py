@@ -37,6 +37,7 @@ from slack_agents_sa.backends.base import (
 from slack_agents_sa.backends.connect import Connect
 from slack_agents_sa.backends.host_list import comma_hosts_as_query, hosts_in_query
 from slack_agents_sa.backends.mysql_lease import LEASE_TABLE, drop_lease, take_lease
+from slack_agents_sa.backends.search import MySQLSearch
 from slack_agents_sa.executors.base import Fault
 from slack_agents_sa.executors.packets import packet_too_large, parameters_size, utf8_size
 from slack_agents_sa.models import table_of
@@ -97,6 +98,7 @@ class MySQL(Backend):
     # Below the servers' default wait_timeout (8 h) and common proxies' idle limits.
     default_pool_recycle = 3600
     connect_drivers = frozenset({"asyncmy", "aiomysql"})
+    text_search = MySQLSearch()
 
     def url_text(self, raw: str) -> str:
         return comma_hosts_as_query(raw, DEFAULT_PORT)

@@ -60,6 +60,7 @@ from slack_agents_sa.backends.postgresql_url import (
     dsn_options,
     without_dsn_options,
 )
+from slack_agents_sa.backends.search import PostgreSQLSearch
 from slack_agents_sa.executors.base import Fault
 
 if TYPE_CHECKING:
@@ -138,6 +139,7 @@ class PostgreSQL(Backend):
     # READ COMMITTED would give each statement its own snapshot.
     stats_isolation = "REPEATABLE READ"
     connect_drivers = frozenset({"asyncpg"})
+    text_search = PostgreSQLSearch()
 
     def url_text(self, raw: str) -> str:
         return comma_hosts_as_query(raw, DEFAULT_PORT)

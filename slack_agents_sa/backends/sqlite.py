@@ -37,6 +37,7 @@ from slack_agents_sa.backends.base import (
     UpsertShape,
     on_conflict_upsert,
 )
+from slack_agents_sa.backends.search import SQLiteSearch
 from slack_agents_sa.errors import MigrationError
 from slack_agents_sa.executors.base import Fault
 from slack_agents_sa.executors.sqlite import PROGRESS_STEPS, StatementDeadline, set_up_connection
@@ -102,6 +103,7 @@ class SQLite(Backend):
     family = "sqlite"
     one_call_at_a_time = True
     migrates_in_batches = True
+    text_search = SQLiteSearch()
 
     def absent(self, url: URL) -> str | None:
         # URL options (uri, mode) may say otherwise: only a plain path is judged.

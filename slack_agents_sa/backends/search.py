@@ -1,0 +1,145 @@
+"""Full-text search over the blocks' `search_text`, one class per database's own index.
+
+Each backend holds one of these (`Backend.text_search`): the condition that finds a
+search's words through the index migration 0007 built for its database. The words are
+data in a bound parameter, never query syntax (`search_text.words_of` keeps letters and
+digits only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    BindParameter,
+    Column,
+    ColumnElement,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    func,
+    literal,
+    literal_column,
+    select,
+)
+
+from slack_agents_sa.models import SEARCH_TABLE, Block
+from slack_agents_sa.search_text import (
+    boolean_mode_query,
+    fts5_query,
+    like_pattern,
+)
+
+
+class TextSearch:
+    """Any other dialect: every word found with LIKE, no index (a scan of the text blocks)."""
+
+    def usable_words(self, words: Sequence[str]) -> list[str]:
+        """The words this index can find (MySQL's leaves out the short ones)."""
+        return list(words)
+
+    def condition(self, words: Sequence[str], language: str) -> ColumnElement[bool]:
+        """SQL true for a block whose `search_text` holds every word (`words` non-empty);
+        `language` is option `search_language` (PostgreSQL's text search configuration)."""
+        padded = literal(" ") + Block.search_text + literal(" ")
+        return and_(
+            *(
+                padded.like(bindparam(f"word_{n}", like_pattern(word)))
+                for n, word in enumerate(words)
+            )
+        )
+
+
+class PostgreSQLSearch(TextSearch):
+    """A GIN index over `to_tsvector(<configuration>, search_text)` ('simple': no stemming,
+    no stop words); words found with `plainto_tsquery`, which reads its text as plain words."""
+
+    def condition(self, words: Sequence[str], language: str) -> ColumnElement[bool]:
+        # A constant, not a parameter: the planner uses the index only for the expression it
+        # was built on. `language` is a checked name (settings: letters, digits, `_`).
+        config: ColumnElement[Any] = literal_column(f"'{language}'::regconfig")
+        query = func.plainto_tsquery(config, bindparam("search_words", " ".join(words)))
+        return func.to_tsvector(config, Block.search_text).op("@@")(query)
+
+
+class MySQLSearch(TextSearch):
+    """An InnoDB FULLTEXT index; every word a required phrase in boolean mode."""
+
+    #: InnoDB's default `innodb_ft_min_token_size` and `innodb_ft_max_token_size`: shorter
+    #: and longer words are not in its index.
+    MIN_WORD_CHARS = 3
+    MAX_WORD_CHARS = 84
+    #: InnoDB's default stop words (INNODB_FT_DEFAULT_STOPWORD): not in its index, and a
+    #: required one would match nothing.
+    STOP_WORDS = frozenset(
+        (
+            "a",
+            "about",
+            "an",
+            "are",
+            "as",
+            "at",
+            "be",
+            "by",
+            "com",
+            "de",
+            "en",
+            "for",
+            "from",
+            "how",
+            "i",
+            "in",
+            "is",
+            "it",
+            "la",
+            "of",
+            "on",
+            "or",
+            "that",
+            "the",
+            "this",
+            "to",
+            "was",
+            "what",
+            "when",
+            "where",
+            "who",
+            "will",
+            "with",
+            "und",
+            "www",
+        )
+    )
+
+    def usable_words(self, words: Sequence[str]) -> list[str]:
+        return [
+            word
+            for word in words
+            if self.MIN_WORD_CHARS <= len(word) <= self.MAX_WORD_CHARS
+            and word not in self.STOP_WORDS
+        ]
+
+    def condition(self, words: Sequence[str], language: str) -> ColumnElement[bool]:
+        from sqlalchemy.dialects.mysql import match as mysql_match  # MySQL users only
+
+        query: BindParameter[str] = bindparam("search_words", boolean_mode_query(words))
+        return mysql_match(Block.__table__.c.search_text, against=query).in_boolean_mode()
+
+
+#: SQLite's FTS5 table over the blocks' `search_text` (external content: it stores only
+#: the index). Not in our metadata: `create_all` cannot build a virtual table.
+fts5_table = Table(SEARCH_TABLE, MetaData(), Column("rowid", Integer), Column("search_text", Text))
+
+
+class SQLiteSearch(TextSearch):
+    """An FTS5 table with external content, kept in step by triggers; every word an FTS5
+    string (its literal), all required."""
+
+    def condition(self, words: Sequence[str], language: str) -> ColumnElement[bool]:
+        query: BindParameter[str] = bindparam("search_words", fts5_query(words))
+        found = select(fts5_table.c.rowid).where(fts5_table.c.search_text.match(query))
+        return Block.id.in_(found)
