@@ -21,7 +21,7 @@ LOW_FLOORS = ("slack_agents_sa.backends", "slack_agents_sa.executors")
 #: The floors from the top, each a list of modules or packages (a package holds its
 #: submodules). A module may import its own floor and the floors below it, never above.
 FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("command line", ("cli",)),
+    ("command line and agent tools", ("cli", "tools")),
     ("provider", ("", "provider")),  # "": the package's __init__, which exports the provider
     (
         "method groups and jobs",
@@ -32,6 +32,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "oauth",
             "retention",
             "erasure",
+            "search",
             "tracing",
             "stats",
             "keys",
@@ -54,7 +55,16 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("executors", ("executors",)),
     (
         "models and types",
-        ("models", "blocks", "validation", "secretbox", "progress", "types", "errors"),
+        (
+            "models",
+            "blocks",
+            "search_text",
+            "validation",
+            "secretbox",
+            "progress",
+            "types",
+            "errors",
+        ),
     ),
 )
 
