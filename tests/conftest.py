@@ -48,6 +48,8 @@ from tests.pgbouncer import PgBouncer, PgBouncerUnavailable
 
 #: Set by .ci/run: a skipped test is a failure there.
 STRICT_ENV = "SLACK_AGENTS_SA_STRICT"
+#: How long a Galera node may take to apply a DDL statement another node ran (seconds).
+GALERA_APPLY_S = 30
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -152,12 +154,26 @@ async def galera_database(galera: GaleraCluster) -> AsyncIterator[list[str]]:
     """A new, empty database on the Galera cluster: its URL on each node, in node order."""
     first = await create_scratch_database(galera.url)
     try:
+        await _seen_on_every_node(galera, first.database or "")
         yield [
             url.set(database=first.database).render_as_string(hide_password=False)
             for url in galera.urls()
         ]
     finally:
         await drop_scratch_database(galera.url, first)
+
+
+async def _seen_on_every_node(galera: GaleraCluster, database: str) -> None:
+    """Wait until each node has applied the CREATE DATABASE: the node that ran it answers
+    first, and a connection naming the database on another node just after may find it
+    unknown (MariaDB 1049)."""
+    deadline = time.monotonic() + GALERA_APPLY_S
+    for node in galera.nodes:
+        while not galera.sql(
+            node, f"SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{database}'"
+        ).strip():
+            assert time.monotonic() < deadline, f"{database} not applied on node {node.number}"
+            await asyncio.sleep(0.05)
 
 
 def server_url_of(backend: Backend, request: pytest.FixtureRequest) -> URL:
