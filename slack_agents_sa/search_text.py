@@ -104,8 +104,9 @@ def fts5_query(words: Sequence[str]) -> str:
 
 
 def boolean_mode_query(words: Sequence[str]) -> str:
-    """A MySQL/MariaDB boolean-mode query: every word required, as a quoted phrase.
+    """A MySQL/MariaDB boolean-mode query: every word required (`+word`).
 
-    Words hold letters and digits only (`words_of`), so no operator reaches the parser.
+    Words hold letters and digits only (`words_of`), so no operator reaches the parser; a
+    quoted phrase would make InnoDB re-read each candidate's text for positions.
     """
-    return " ".join(f'+"{word}"' for word in words)
+    return " ".join(f"+{word}" for word in words)
