@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
+    BindParameter,
     CompoundSelect,
     String,
     bindparam,
@@ -132,34 +132,30 @@ _QUERIES: dict[tuple[Backend, int, int], CompoundSelect[Any]] = {}
 def _query_statement(
     backend: Backend, item_filters: int, entry_filters: int
 ) -> CompoundSelect[Any]:
-    """Items then entries of a namespace, each narrowed by that many pre-filters (where the
-    backend has one): every name and value a bound parameter."""
+    """Items then entries of a namespace, each narrowed by that many pre-filters as the
+    backend can (`Backend.key_value_rows`): every name and value a bound parameter."""
     key = (backend, item_filters, entry_filters)
     found = _QUERIES.get(key)
     if found is None:
+        namespace = bindparam("namespace", type_=String())
         items = select(_items.c.id, _items.c.key, _items.c.value).where(
-            _items.c.namespace == bindparam("namespace"),
-            *_conditions(backend, _items.c.value, "item", item_filters),
+            backend.key_value_rows(_items, namespace, _pairs("item", item_filters))
         )
         entries = select(null().label("id"), _entries.c.key, _entries.c.value).where(
-            _entries.c.namespace == bindparam("namespace"),
-            *_conditions(backend, _entries.c.value, "entry", entry_filters),
+            backend.key_value_rows(_entries, namespace, _pairs("entry", entry_filters))
         )
         found = _QUERIES[key] = union_all(items, entries)
     return found
 
 
-def _conditions(
-    backend: Backend, document: ColumnElement[Any], side: str, count: int
-) -> list[ColumnElement[bool]]:
-    conditions = []
-    for index in range(count):
-        field = bindparam(f"{side}_field_{index}", type_=String())
-        value = bindparam(f"{side}_value_{index}", type_=String())
-        condition = backend.json_field_is_text(document, field, value)
-        if condition is not None:
-            conditions.append(condition)
-    return conditions
+def _pairs(side: str, count: int) -> list[tuple[BindParameter[str], BindParameter[str]]]:
+    return [
+        (
+            bindparam(f"{side}_field_{index}", type_=String()),
+            bindparam(f"{side}_value_{index}", type_=String()),
+        )
+        for index in range(count)
+    ]
 
 
 __all__ = ["KeyValueMethods"]

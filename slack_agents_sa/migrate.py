@@ -37,6 +37,7 @@ from slack_agents_sa.migration_lock import in_process_migration_lock, in_process
 from slack_agents_sa.models import (
     MIGRATION_LEASE_TABLE,
     OUR_TABLES,
+    QUERY_INDEXES,
     SEARCH_INDEX,
     SEARCH_TABLE,
     SchemaCompatibility,
@@ -412,7 +413,7 @@ def only_ours(obj: Any, name: str | None, type_: str, reflected: bool, compare_t
     business, never ours.
     """
     table = _table_name(obj, name, type_)
-    if name is not None and _is_search_index(name):
+    if name is not None and (_is_search_index(name) or name in QUERY_INDEXES):
         return False  # no model describes it: autogenerate would drop it
     # The lease table is no model: our migrations neither create nor drop it.
     return table is None or (is_ours(table, "table") and table != MIGRATION_LEASE_TABLE)

@@ -316,6 +316,11 @@ OUR_TABLES = frozenset(metadata.tables)
 #: not by `create_all`: no model describes them.
 SEARCH_INDEX = f"ix_{TABLE_PREFIX}blocks_search"
 SEARCH_TABLE = f"{TABLE_PREFIX}blocks_search"
+#: PostgreSQL: `query`'s GIN index on each key-value table, over expressions no model can
+#: describe (built by migration 0008).
+QUERY_INDEXES = frozenset(
+    {f"ix_{TABLE_PREFIX}kv_entries_query", f"ix_{TABLE_PREFIX}list_items_query"}
+)
 #: MySQL/MariaDB: the migration lock's row lives here (`backends/mysql_lease.py`); not a
 #: model, since it must exist before any migration runs.
 MIGRATION_LEASE_TABLE = "slack_agents_sa_migration_lease"

@@ -110,12 +110,13 @@ def test_export_and_query_statements_compile(dialect: Dialect) -> None:
     for size in range(len(filters) + 1):
         for chosen in combinations(filters, size):
             _sql(export._conversations_for_export(frozenset(chosen)), dialect)
-    # `query` with PostgreSQL's JSON pre-filter (json_extract_path_text, strpos, a cast to
-    # text), which a CockroachDB backend would inherit, and with none (the generic Backend).
+    # `query` with PostgreSQL's pre-filter through its GIN index (jsonb_set, a jsonpath,
+    # casts to text and jsonb), which a CockroachDB backend would inherit, and with none
+    # (the generic Backend).
     for backend in (backend_for("postgresql"), backend_for(make_url(COCKROACH_URL))):
         for item_filters, entry_filters in ((0, 0), (1, 1), (2, 3)):
             sql = _sql(keyvalue._query_statement(backend, item_filters, entry_filters), dialect)
-            assert ("json_extract_path_text" in sql) == (
+            assert ("jsonb_path_query_array" in sql) == (
                 backend.name == "postgresql" and item_filters > 0
             ), sql
 

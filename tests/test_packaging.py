@@ -17,7 +17,7 @@ from slack_agents_sa.schema_version import HEAD
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-#: A row of CHANGELOG.md's "Release → migration head" table: `| 0.1.0 | 0007 |`.
+#: A row of CHANGELOG.md's "Release → migration head" table: `| 0.1.0 | 0008 |`.
 _HEAD_ROW = re.compile(
     r"^\|\s*\[?(?P<release>\d+\.\d+\.\d+[^|\]\s]*)\]?\s*\|\s*`?(?P<head>\d{4})`?"
 )

@@ -8,7 +8,7 @@ executor) and never compares dialect names.
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,7 +19,9 @@ from sqlalchemy import (
     Insert,
     Integer,
     Select,
+    Table,
     Text,
+    and_,
     bindparam,
     cast,
     event,
@@ -325,6 +327,27 @@ class Backend:
         no field name can reach another field.
         """
         return None
+
+    def key_value_rows(
+        self,
+        table: Table,
+        namespace: BindParameter[str],
+        fields: Sequence[tuple[BindParameter[str], BindParameter[str]]],
+    ) -> ColumnElement[bool]:
+        """The WHERE clause of `query` on a key-value table (`agents_kv_entries` or
+        `agents_list_items`): true for every row in `namespace` whose JSON object `value`
+        has each top-level field equal to its string value (names and values bound as
+        data), never for a row of another namespace, and maybe for other rows of the
+        namespace (callers still compare in Python).
+
+        Here: the namespace, narrowed by `json_field_is_text` where the dialect has it.
+        """
+        conditions = [table.c.namespace == namespace]
+        for field, value in fields:
+            condition = self.json_field_is_text(table.c.value, field, value)
+            if condition is not None:
+                conditions.append(condition)
+        return and_(*conditions)
 
     # --- Statistics and import ------------------------------------------------------------
 

@@ -20,6 +20,7 @@ a connection past that:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -29,21 +30,23 @@ from sqlalchemy import (
     Insert,
     Integer,
     Select,
+    Table,
     Text,
     case,
     cast,
     event,
-    false,
     func,
+    literal_column,
+    null,
     select,
     text,
     true,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import URL, Connection, ExceptionContext
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.orm import InstrumentedAttribute
 
 from slack_agents_sa.backends.base import (
     MIGRATION_LOCK_TIMEOUT_S,
@@ -90,10 +93,24 @@ _SESSION_ENDED_ERRORS = (
     asyncpg.CannotConnectNowError,
     asyncpg.ConnectionDoesNotExistError,
 )
-#: The start of a JSON `\uXXXX` escape, as it appears in the stored text.
-_JSON_ESCAPE = "\\u"
-#: Where any JSON escape starts.
-_BACKSLASH = "\\"
+#: `query` reads a namespace through a GIN index per key-value table (migration 0008 builds
+#: them) over `{namespace: [the document's top-level strings]}`, for each document `jsonb`
+#: reads. jsonb refuses `\u0000` and lone surrogates (legal in our values), and any `\u`
+#: escape past 007F unless the database is UTF8, and its functions fail the whole statement
+#: on such a document. So a document with a `\u` escape other than `\u0001`-`\u007f` (our
+#: JSON text has them for control characters; a lone surrogate makes `dump_json` write the
+#: whole document in ASCII; a string holding a backslash and a u may look like one: no harm)
+#: is held as `{namespace: null}`, as is one over 128 KiB, where a number could overflow
+#: jsonb's numeric (131,072 digits: Python writes longer ints only with its digit limit
+#: lifted). Constants go into the SQL text, never bound, spelled as the migration spells
+#: them: the planner uses an expression index only for that very expression.
+_EMPTY_OBJECT = literal_column("'{}'::jsonb", JSONB)
+_ESCAPE = literal_column("'\\u'", Text)
+_NOT_FOUND = literal_column("0", Integer)
+_UNREADABLE_ESCAPE = literal_column("'\\\\u(0000|00[89a-fA-F]|0[1-9a-fA-F]|[1-9a-fA-F])'", Text)
+_READABLE_BYTES = literal_column("131072", Integer)
+_TOP_LEVEL_STRINGS = literal_column("""'strict $.* ? (@.type() == "string")'""", Text)
+_NOT_READ = literal_column("'null'::jsonb", JSONB)
 
 
 #: SQLSTATE classes (and single states) and what each means for the call; the most
@@ -298,29 +315,43 @@ class PostgreSQL(Backend):
     def _build_upsert(self, shape: UpsertShape) -> Insert:
         return on_conflict_upsert(postgresql.insert, *shape)
 
-    def json_field_is_text(
+    def key_value_rows(
         self,
-        document: ColumnElement[Any] | InstrumentedAttribute[Any],
-        field: BindParameter[str],
-        value: BindParameter[str],
-    ) -> ColumnElement[bool] | None:
-        # PostgreSQL's JSON functions fail the whole statement on a document holding
-        # `\u0000` or a lone surrogate escape anywhere (legal data: `dump_json` writes both),
-        # so such documents skip the pre-filter; CASE evaluates only the branch it takes.
-        # Our JSON text has a `\u` escape only for those, other control characters and
-        # documents written in ASCII: a cheap test that lets a few rows through unfiltered.
-        # First, though: a document with no escape at all holds any string of it verbatim
-        # between quotes, so one with neither `"value"` nor a backslash in its text cannot
-        # match. Most rows stop at those two searches, with no JSON parse.
+        table: Table,
+        namespace: BindParameter[str],
+        fields: Sequence[tuple[BindParameter[str], BindParameter[str]]],
+    ) -> ColumnElement[bool]:
+        """With string filters: the namespace's documents holding every wanted string, and
+        those held as null, through `ix_<table>_query` (migration 0008; what it holds: the
+        comment on the constants above)."""
+        if not fields:
+            return super().key_value_rows(table, namespace, fields)
+        document = table.c.value
         document_text = cast(document, Text)
-        return case(
+        strings = case(
             (
-                (func.strpos(document_text, func.concat('"', value, '"')) == 0)
-                & (func.strpos(document_text, _BACKSLASH) == 0),
-                false(),
+                (
+                    (func.strpos(document_text, _ESCAPE) == _NOT_FOUND)
+                    | document_text.op("!~", is_comparison=True)(_UNREADABLE_ESCAPE)
+                )
+                & (func.octet_length(document_text) <= _READABLE_BYTES),
+                func.jsonb_path_query_array(
+                    cast(document, JSONB), _TOP_LEVEL_STRINGS, _EMPTY_OBJECT, true(), type_=JSONB
+                ),
             ),
-            (func.strpos(document_text, _JSON_ESCAPE) > 0, true()),
-            else_=func.json_extract_path_text(document, field) == value,
+            else_=_NOT_READ,
+        )
+        held = func.jsonb_set(
+            _EMPTY_OBJECT, postgresql.array([cast(table.c.namespace, Text)]), strings, type_=JSONB
+        )
+        # The values only: a document holding each is a candidate whichever field holds it.
+        wanted = func.jsonb_build_array(*(cast(value, Text) for _, value in fields))
+        # The namespace is in the index's paths, so no `namespace = :ns` beside it: with one,
+        # a generic plan (asyncpg prepares every statement) takes the average namespace for
+        # the one asked and also reads a large one's btree (docs/dev/query-index.md).
+        namespace_text = cast(namespace, Text)
+        return held.contains(func.jsonb_build_object(namespace_text, wanted)) | held.contains(
+            func.jsonb_build_object(namespace_text, null())
         )
 
     async def take_migration_lock(
