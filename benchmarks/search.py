@@ -17,8 +17,10 @@ PostgreSQL), as autovacuum would have.
 Then, through the provider (default executor): searches of each kind below, shuffled,
 once each; erasing a person with 1,000 messages (`erase_user`); `append_text_block` in
 rounds alternately with the index and without it (PostgreSQL and MariaDB: index dropped;
-SQLite: its three triggers dropped); a second person's erasure without the index. The
-plan of the slowest search is printed (EXPLAIN ANALYZE; SQLite: EXPLAIN QUERY PLAN).
+SQLite: its three triggers dropped; MariaDB: all rounds with it first, see
+`MariaDBIndex`); a second person's erasure without the index. The plans of the slowest
+searches are printed (EXPLAIN ANALYZE; SQLite: EXPLAIN QUERY PLAN; MariaDB: ANALYZE), the
+searches' figures as soon as they are done.
 Prints figures (docs/dev/search-figures.md), never asserts on time. Not part of the tests.
 """
 
@@ -275,6 +277,7 @@ class PostgreSQLIndex:
     """The GIN index: dropped, and built again from its own definition."""
 
     fill_with_index = False
+    rebuild_is_cheap = True
     explain = "EXPLAIN (ANALYZE, BUFFERS) "
     optimize: str | None = None
     definition = ""
@@ -303,6 +306,7 @@ class SQLiteIndex:
     blocks written meanwhile go into the FTS5 table as the insert trigger would have."""
 
     fill_with_index = True
+    rebuild_is_cheap = True
     explain = "EXPLAIN QUERY PLAN "
     optimize: str | None = f"INSERT INTO {SEARCH_TABLE} ({SEARCH_TABLE}) VALUES ('optimize')"
     triggers: list[str]
@@ -337,10 +341,12 @@ class MariaDBIndex:
     MariaDB 10.11.19 answers nothing from a FULLTEXT index dropped and created again in
     place (MATCH finds 0 rows, with or without rows written in between; a CREATE after the
     column was dropped and added again is fine): ALGORITHM=COPY rebuilds it right, and the
-    fill keeps the index the migration built.
+    fill keeps the index the migration built. That copy took 15 to 17 minutes at 1M
+    blocks, so the append rounds with the index all come before those without it.
     """
 
     fill_with_index = True
+    rebuild_is_cheap = False
     explain = "ANALYZE "
     optimize: str | None = None
 
@@ -553,12 +559,13 @@ async def appends(
     storage: Provider, conn: AsyncConnection, index: Any, words: Words, per_round: int, rounds: int
 ) -> tuple[Appends, bool]:
     """`rounds` rounds of `per_round` appends each way, in the order ABBA ABBA ... (A: with
-    the index), after a round with it to warm up; whether the index is on at the end."""
+    the index; where building it again is slow, AAAAA BBBBB), after a round with it to warm
+    up; whether the index is on at the end."""
     rng, figures, on = _seeded(5), Appends(), True
     kinds = ("user_text", "preamble", "answer")
-    for number, with_index in enumerate(
-        [True, *([True, False, False, True] * rounds)[: 2 * rounds]]
-    ):
+    order = [True, False, False, True] * rounds if index.rebuild_is_cheap else [True, False]
+    order = order[: 2 * rounds] if index.rebuild_is_cheap else sorted(order * rounds)[::-1]
+    for number, with_index in enumerate([True, *order]):
         if with_index != on:
             if with_index:
                 figures.rebuilds_s.append(await timed_s(conn, index.on))
@@ -590,7 +597,9 @@ async def erase(storage: Provider, person: str) -> str:
     return f"{wall:.2f} s ({receipt.batches} batches, longest {longest:.0f} ms; {counts})"
 
 
-async def run(url: str, label: str, blocks: int, args: argparse.Namespace) -> list[str]:
+async def run(url: str, label: str, blocks: int, args: argparse.Namespace) -> None:
+    """Prints the figures of `blocks` blocks on `url`: the searches' as soon as they are
+    done (the append rounds can take long), then the rest."""
     layout = Layout(blocks // (MESSAGES * BLOCKS_PER_MESSAGE))
     rng = _seeded(3)
     words = Words(rng)
@@ -622,19 +631,34 @@ async def run(url: str, label: str, blocks: int, args: argparse.Namespace) -> li
             group = [timing for timing in passes[""] if KINDS[timing[0].kind][3] == target]
             slowest = max(group, key=lambda timing: timing[1])
             plans.append((slowest, await plan(storage, conn, index, slowest[0])))
+        lines = [f"### {label}, {filled.blocks:,} blocks (executor: {storage.db.executor_kind})"]
+        for name, timings in passes.items():
+            lines += ["", f"Searches{name}:", "", *search_table(timings)]
+        for (search, seconds, hits), lines_of_plan in plans:
+            lines += [
+                "",
+                f"Plan of the slowest {'target ' if KINDS[search.kind][3] else 'other '}search "
+                f"({search.kind}: {search.text!r}, {seconds * 1e3:.0f} ms, {hits} hits):",
+                "",
+                "```",
+                *lines_of_plan,
+                "```",
+            ]
+        print("\n".join(lines), flush=True)
         erased_with = await erase(storage, ERASED[0])
         say("erased")
         appended, on = await appends(storage, conn, index, words, args.appends, args.rounds)
         if on:
             await index.off(conn)
         erased_without = await erase(storage, ERASED[1])
-        executor = storage.db.executor_kind
 
     ratio = appended.mean_us(True) / appended.mean_us(False)
     people = len(layout.users) + len(ERASED)
     typical = len(layout.of_user[layout.users[0]])
-    lines = [
-        f"### {label}, {filled.blocks:,} blocks (executor: {executor})",
+    rebuilds = ", ".join(f"{s:.0f} s" for s in appended.rebuilds_s) or "never"
+    rows: list[str | None] = [
+        "",
+        f"{label}, {filled.blocks:,} blocks, the rest:",
         "",
         "| | |",
         "|---|---:|",
@@ -644,7 +668,7 @@ async def run(url: str, label: str, blocks: int, args: argparse.Namespace) -> li
         f"| distinct words in the text | {len(words.blocks_with):,} |",
         f"| fill (s), of it making the rows in Python | {filled.total_s:.0f}, {filled.python_s:.0f}"
         f"{' (with the index)' if index.fill_with_index else ''} |",
-        f"| index built after the fill (s) | {index_s:.1f} |" if index_s else "",
+        f"| index built after the fill (s) | {index_s:.1f} |" if index_s else None,
         f"| ANALYZE (s) | {settle_s:.1f} |",
         f"| erase_user, 1,000 messages, index on: wall (conversations / messages / blocks / "
         f"tool calls / tokens) | {erased_with} |",
@@ -652,30 +676,18 @@ async def run(url: str, label: str, blocks: int, args: argparse.Namespace) -> li
         f"| append_text_block, mean per append, with / without the index (µs) | "
         f"{appended.mean_us(True):,.0f} / {appended.mean_us(False):,.0f} = **{ratio:.2f}x** |",
     ]
-    lines = [line for line in lines if line]
-    for name, timings in passes.items():
-        lines += ["", f"Searches{name}:", "", *search_table(timings)]
+    lines = [row for row in rows if row is not None]
     lines += [
         "",
-        f"append_text_block, {args.appends:,} appends a round (µs; index rebuilt between rounds "
-        f"in {', '.join(f'{s:.0f}' for s in appended.rebuilds_s)} s):",
+        f"append_text_block, {args.appends:,} appends a round (µs; index built again between "
+        f"rounds: {rebuilds}):",
         "",
         "| index | round means | median of round means | p50 | p99 | max |",
         "|---|---|---:|---:|---:|---:|",
         appended.row(True),
         appended.row(False),
     ]
-    for (search, seconds, hits), lines_of_plan in plans:
-        lines += [
-            "",
-            f"Plan of the slowest {'target ' if KINDS[search.kind][3] else 'other '}search "
-            f"({search.kind}: {search.text!r}, {seconds * 1e3:.0f} ms, {hits} hits):",
-            "",
-            "```",
-            *lines_of_plan,
-            "```",
-        ]
-    return lines
+    print("\n".join(lines) + "\n", flush=True)
 
 
 def _database(backend: str) -> AbstractAsyncContextManager[str]:
@@ -704,7 +716,7 @@ async def main() -> int:
     for backend in wanted:
         for size in sizes:
             async with _database(backend) as url:
-                print("\n".join(await run(url, BACKENDS[backend], size, args)) + "\n", flush=True)
+                await run(url, BACKENDS[backend], size, args)
     return 0
 
 
