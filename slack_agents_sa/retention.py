@@ -37,7 +37,7 @@ from slack_agents_sa.models import (
 )
 from slack_agents_sa.progress import OnProgress
 from slack_agents_sa.types import utcnow
-from slack_agents_sa.validation import check_batch_size, check_text
+from slack_agents_sa.validation import check_aware_datetime, check_batch_size, check_text
 
 #: Conversations per transaction. Pruning 1M blocks, 10 conversations of 100 blocks a batch
 #: took at most 109 ms on PostgreSQL and 66-250 ms on SQLite; 100 a batch, 1.3 s and 0.6 s
@@ -87,9 +87,7 @@ OnBatch = OnProgress
 def cutoff_of(older_than: timedelta | datetime) -> datetime:
     """The cut-off: now minus an age, or an aware datetime as it is."""
     if isinstance(older_than, datetime):
-        if older_than.tzinfo is None:
-            raise ValueError("older_than: pass a timezone-aware datetime")
-        return older_than
+        return check_aware_datetime("older_than", older_than)
     if not isinstance(older_than, timedelta):
         raise TypeError(f"older_than must be a timedelta, got {type(older_than).__name__}")
     if older_than <= timedelta(0):

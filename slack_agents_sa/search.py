@@ -18,7 +18,7 @@ from sqlalchemy.orm import aliased
 from slack_agents_sa.database import UsesDatabase
 from slack_agents_sa.models import NAME_LENGTH, Block, Conversation, Message
 from slack_agents_sa.search_text import rank, snippet, words_of
-from slack_agents_sa.validation import check_optional_text, check_text
+from slack_agents_sa.validation import check_aware_datetime, check_optional_text, check_text
 
 #: Most hits one search returns.
 MAX_LIMIT = 200
@@ -53,14 +53,6 @@ def _check_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
     return limit
-
-
-def _check_since(since: datetime | None) -> datetime | None:
-    if since is not None and not isinstance(since, datetime):
-        raise TypeError(f"since must be a datetime, got {type(since).__name__}")
-    if since is not None and since.tzinfo is None:
-        raise ValueError("since must be timezone-aware (UTC is what the database stores)")
-    return since
 
 
 def _visible_to(user_id: str, also_in_channel: str | None) -> ColumnElement[bool]:
@@ -105,7 +97,8 @@ class SearchMethods(UsesDatabase):
         if also_in_channel is not None and user_id is None:
             raise ValueError("also_in_channel widens user_id's rule: give user_id too")
         _check_limit(limit)
-        _check_since(since)
+        if since is not None:
+            check_aware_datetime("since", since)
         search = self.db.backend.text_search
         words = search.usable_words(words_of(text))
         if not words:

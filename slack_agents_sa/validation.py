@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from slack_agents_sa.types import SURROGATES
@@ -89,3 +90,12 @@ def check_batch_size(batch_size: int) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError("batch_size must be an int of at least 1")
     return batch_size
+
+
+def check_aware_datetime(name: str, value: Any) -> datetime:
+    """`value` as a cut-off in time: a datetime that says its zone (the database stores UTC)."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None:
+        raise ValueError(f"{name}: pass a timezone-aware datetime")
+    return value

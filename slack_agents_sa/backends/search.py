@@ -81,7 +81,7 @@ class PostgreSQLSearch(TextSearch):
 
 
 class MySQLSearch(TextSearch):
-    """An InnoDB FULLTEXT index; every word a required phrase in boolean mode."""
+    """An InnoDB FULLTEXT index; every word required (`+word`) in boolean mode."""
 
     #: InnoDB's default `innodb_ft_min_token_size` and `innodb_ft_max_token_size`: shorter
     #: and longer words are not in its index.
