@@ -17,7 +17,7 @@ PostgreSQL), as autovacuum would have.
 Then, through the provider (default executor): searches of each kind below, shuffled,
 once each; erasing a person with 1,000 messages (`erase_user`); `append_text_block` in
 rounds alternately with the index and without it (PostgreSQL and MariaDB: index dropped;
-SQLite: its three triggers dropped; MariaDB: all rounds with it first, see
+SQLite: its triggers dropped; MariaDB: all rounds with it first, see
 `MariaDBIndex`); a second person's erasure without the index. The plans of the slowest
 searches are printed (EXPLAIN ANALYZE; SQLite: EXPLAIN QUERY PLAN; MariaDB: ANALYZE), the
 searches' figures as soon as they are done.
@@ -302,31 +302,32 @@ class PostgreSQLIndex:
 
 
 class SQLiteIndex:
-    """The FTS5 table's three triggers: dropped, and created again from their own SQL; the
-    blocks written meanwhile go into the FTS5 table as the insert trigger would have."""
+    """The FTS5 table's triggers: dropped, and created again from their own SQL; the blocks
+    written meanwhile go into the index then, as the next batch would have taken them."""
 
     fill_with_index = True
     rebuild_is_cheap = True
     explain = "EXPLAIN QUERY PLAN "
     optimize: str | None = f"INSERT INTO {SEARCH_TABLE} ({SEARCH_TABLE}) VALUES ('optimize')"
     triggers: list[str]
-    after_id = 0
 
     async def off(self, conn: AsyncConnection) -> None:
         found = "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE :prefix"
         rows = (await conn.execute(text(found), {"prefix": f"{SEARCH_TABLE}_%"})).all()
         self.triggers = [row.sql for row in rows]
-        self.after_id = (await conn.execute(text("SELECT max(id) FROM agents_blocks"))).scalar_one()
         for row in rows:
             await conn.execute(text(f"DROP TRIGGER {row.name}"))
 
     async def on(self, conn: AsyncConnection) -> None:
+        done = f"(SELECT done FROM {SEARCH_TABLE}_state)"
         await conn.execute(
             text(
                 f"INSERT INTO {SEARCH_TABLE} (rowid, search_text) SELECT id, search_text "
-                "FROM agents_blocks WHERE id > :after AND search_text IS NOT NULL"
-            ),
-            {"after": self.after_id},
+                f"FROM agents_blocks WHERE id > {done} AND search_text IS NOT NULL"
+            )
+        )
+        await conn.execute(
+            text(f"UPDATE {SEARCH_TABLE}_state SET done = (SELECT max(id) FROM agents_blocks)")
         )
         for sql in self.triggers:
             await conn.execute(text(sql))

@@ -396,8 +396,8 @@ def is_ours(name: str | None, type_: str) -> bool:
 
 
 def _is_search_index(name: str) -> bool:
-    """SQLite's FTS5 table (and its shadow tables, `<name>_data`, ...) or the search index:
-    built by migration 0007, described by no model."""
+    """SQLite's FTS5 table (its shadow tables, `<name>_data`, ..., and `<name>_state`) or the
+    search index: built by migrations 0007 and 0009, described by no model."""
     return name in (SEARCH_INDEX, SEARCH_TABLE) or name.startswith(f"{SEARCH_TABLE}_")
 
 

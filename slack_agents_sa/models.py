@@ -312,8 +312,9 @@ class SchemaCompatibility(Base):
 #: tables to `metadata` (which they share).
 OUR_TABLES = frozenset(metadata.tables)
 #: Search over history: the index over the blocks' `search_text` (PostgreSQL, MySQL), or
-#: SQLite's FTS5 table (with its shadow tables `<name>_data`, ...). Built by migration 0007,
-#: not by `create_all`: no model describes them.
+#: SQLite's FTS5 table (with its shadow tables `<name>_data`, ..., and `<name>_state`, how
+#: far it goes). Built by migrations 0007 and 0009, not by `create_all`: no model describes
+#: them.
 SEARCH_INDEX = f"ix_{TABLE_PREFIX}blocks_search"
 SEARCH_TABLE = f"{TABLE_PREFIX}blocks_search"
 #: PostgreSQL: `query`'s GIN index on each key-value table, over expressions no model can

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 #: This release's head revision: the newest file in the migrations' `versions/` folder.
-HEAD: Final = "0008"
+HEAD: Final = "0009"
 
 #: Our own version table, so a host app's `alembic_version` is never touched.
 VERSION_TABLE: Final = "slack_agents_sa_version"

@@ -52,7 +52,7 @@ from tests.databases import (
 )
 from tests.releases import NewerRelease, revision_source
 
-HEAD = "0008"
+HEAD = "0009"
 PERSISTENT = [SQLITE_FILE, POSTGRES, MYSQL, MYSQL_AIOMYSQL]
 SERVERS = [POSTGRES, MYSQL, MYSQL_AIOMYSQL]
 #: A migrator or start-up not done after this many seconds is hung (a busy machine is

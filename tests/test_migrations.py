@@ -68,9 +68,10 @@ def test_checkout_uses_the_repo_alembic_folder() -> None:
     assert script_location() == REPO_ROOT / "alembic"
 
 
-#: SQLite's FTS5 search table and the shadow tables FTS5 keeps beside it.
+#: SQLite's FTS5 search table, the shadow tables FTS5 keeps beside it, and the row that
+#: says how far the index goes (migration 0009).
 SQLITE_SEARCH_TABLES = {SEARCH_TABLE} | {
-    f"{SEARCH_TABLE}_{shadow}" for shadow in ("data", "idx", "docsize", "config")
+    f"{SEARCH_TABLE}_{shadow}" for shadow in ("data", "idx", "docsize", "config", "state")
 }
 
 

@@ -39,7 +39,7 @@ from tests.databases import MYSQL, MYSQL_AIOMYSQL, POSTGRES, SQLITE_FILE, Backen
 from tests.releases import NewerRelease, revision_source
 from tests.test_cli import run_cli
 
-HEAD = "0008"
+HEAD = "0009"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: A newer release's revision: a table of its own, which older code never reads.
 NEW_TABLE = """

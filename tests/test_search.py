@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from slack_agents.storage import sqlite as builtin_sqlite
-from sqlalchemy import Insert, delete, func, insert, select, text, update
+from sqlalchemy import Insert, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from slack_agents_sa import HistoryHit, Provider
@@ -45,6 +45,7 @@ from slack_agents_sa.settings import normalize_url
 from slack_agents_sa.types import utcnow
 from tests.conversation_rows import age
 from tests.databases import PERSISTENT_BACKENDS_BOTH, backend_params, opened_provider
+from tests.search_index import assert_search_index_matches_the_blocks, index_every_block
 
 AGENT = "helper"
 OTHER_AGENT = "other"
@@ -55,6 +56,23 @@ _blocks = table_of(Block)
 
 #: A word as the search reads one (letters and digits), for the tests' own expectations.
 _WORD = re.compile(r"[^\W_]+")
+
+
+@pytest.fixture(autouse=True)
+def _searches_go_through_sqlites_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite indexes new blocks in batches of 512 and scans those past the index
+    (tests/test_search_batches.py). These tests write a few blocks each, so every search
+    here first puts them all into the index: they search through FTS5, as a database with
+    any history does."""
+    search = Provider.search_history
+
+    async def search_through_the_index(
+        self: Provider, *args: Any, **kwargs: Any
+    ) -> list[HistoryHit]:
+        await index_every_block(self)
+        return await search(self, *args, **kwargs)
+
+    monkeypatch.setattr(Provider, "search_history", search_through_the_index)
 
 
 # --- Writing history ------------------------------------------------------------------------
@@ -89,42 +107,6 @@ async def snippets(storage: Provider, words: str, **options: Any) -> list[str]:
 
 def is_mysql(storage: Provider) -> bool:
     return storage.db.dialect_name in ("mysql", "mariadb")
-
-
-async def assert_search_index_matches_the_blocks(storage: Provider) -> None:
-    """SQLite: the FTS5 index holds the words of exactly the text blocks there are, each as
-    its text is now (a deleted block's or a replaced text's words would be left behind:
-    found by a search, or making FTS5's own 'delete' corrupt the index).
-
-    FTS5's `integrity-check` checks the index itself; its check against the content table
-    (rank 1) cannot serve, as it expects every row of `agents_blocks` indexed, and only the
-    text blocks are. So the index's entries are read through `fts5vocab` and compared with
-    the blocks' text (tokenized as FTS5's unicode61 does ASCII: words, lower-cased)."""
-    if storage.db.dialect_name != "sqlite":
-        return
-    await storage.db.execute(
-        text("INSERT INTO agents_blocks_search (agents_blocks_search) VALUES ('integrity-check')")
-    )
-
-    async def entries(conn: AsyncConnection) -> dict[int, set[str]]:
-        await conn.execute(
-            text(
-                "CREATE VIRTUAL TABLE IF NOT EXISTS temp.search_terms "
-                "USING fts5vocab(main, agents_blocks_search, instance)"
-            )
-        )
-        found: dict[int, set[str]] = {}
-        for term, doc in await conn.execute(text("SELECT term, doc FROM temp.search_terms")):
-            found.setdefault(int(doc), set()).add(term)
-        return found
-
-    indexed = await storage.db.run(entries)
-    texts = select(_blocks.c.id, _blocks.c.search_text).where(_blocks.c.search_text.is_not(None))
-    expected = {
-        int(block_id): set(_WORD.findall(words.lower()))
-        for block_id, words in map(tuple, await storage.db.fetch(texts))
-    }
-    assert indexed == {block_id: words for block_id, words in expected.items() if words}
 
 
 def listed(mismatches: dict[Any, Any]) -> str:

@@ -26,9 +26,10 @@ from sqlalchemy import (
     literal,
     literal_column,
     select,
+    union_all,
 )
 
-from slack_agents_sa.models import SEARCH_TABLE, Block
+from slack_agents_sa.models import SEARCH_TABLE, Block, table_of
 from slack_agents_sa.search_text import (
     boolean_mode_query,
     fts5_query,
@@ -54,11 +55,18 @@ class TextSearch:
 
     def condition(self, words: Sequence[str], language: str) -> ColumnElement[bool]:
         """SQL true for a block whose `search_text` holds every word."""
-        padded = literal(" ") + Block.search_text + literal(" ")
-        patterns: Iterator[BindParameter[str]] = (
-            bindparam(f"word_{n}", like_pattern(word)) for n, word in enumerate(words)
-        )
-        return and_(*(padded.like(pattern) for pattern in patterns))
+        return _holds_every_word(table_of(Block).c.search_text, words)
+
+
+def _holds_every_word(
+    search_text: ColumnElement[str | None], words: Sequence[str]
+) -> ColumnElement[bool]:
+    """SQL true where `search_text` holds every word, found with LIKE (no index)."""
+    padded = literal(" ") + search_text + literal(" ")
+    patterns: Iterator[BindParameter[str]] = (
+        bindparam(f"word_{n}", like_pattern(word)) for n, word in enumerate(words)
+    )
+    return and_(*(padded.like(pattern) for pattern in patterns))
 
 
 class PostgreSQLSearch(TextSearch):
@@ -145,15 +153,29 @@ class MySQLSearch(TextSearch):
 
 
 #: SQLite's FTS5 table over the blocks' `search_text` (external content: it stores only
-#: the index). Not in our metadata: `create_all` cannot build a virtual table.
-fts5_table = Table(SEARCH_TABLE, MetaData(), Column("rowid", Integer), Column("search_text", Text))
+#: the index), and the one row that says how far it goes: every block with an id up to
+#: `done` is in it, none above (migration 0009). Not in our metadata: `create_all` cannot
+#: build a virtual table, and both come with the triggers that keep them in step.
+_search_tables = MetaData()
+fts5_table = Table(
+    SEARCH_TABLE, _search_tables, Column("rowid", Integer), Column("search_text", Text)
+)
+fts5_state = Table(f"{SEARCH_TABLE}_state", _search_tables, Column("done", Integer))
 
 
 class SQLiteSearch(TextSearch):
-    """An FTS5 table with external content, kept in step by triggers; every word an FTS5
-    string (its literal), all required."""
+    """An FTS5 table with external content, which triggers fill in batches of new blocks;
+    every word an FTS5 string (its literal), all required. The blocks past the index's
+    `done` (at most one batch) are scanned as any other dialect's."""
 
     def condition(self, words: Sequence[str], language: str) -> ColumnElement[bool]:
+        # One list of ids from both, so SQLite starts from the matches (given `id IN (...)
+        # OR id > done AND ...` it reads every block of the agent's conversations instead).
         query: BindParameter[str] = bindparam("search_words", fts5_query(words))
-        found = select(fts5_table.c.rowid).where(fts5_table.c.search_text.match(query))
-        return Block.id.in_(found)
+        indexed = select(fts5_table.c.rowid).where(fts5_table.c.search_text.match(query))
+        newer = table_of(Block).alias("newer_blocks")
+        done = select(fts5_state.c.done).scalar_subquery()
+        not_yet_indexed = select(newer.c.id).where(
+            newer.c.id > done, _holds_every_word(newer.c.search_text, words)
+        )
+        return Block.id.in_(union_all(indexed, not_yet_indexed))
