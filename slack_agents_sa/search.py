@@ -103,14 +103,12 @@ class SearchMethods(UsesDatabase):
         words = search.usable_words(words_of(text))
         if not words:
             return []
-        hits = search.matches(words, self.db.settings.search_language)
+        hits = search.matches(words, self.db.settings.search_language, since)
         conditions: list[ColumnElement[bool]] = [Conversation.agent_name == agent_name]
         if user_id is not None:
             conditions.append(_visible_to(user_id, also_in_channel))
         if channel_id is not None:
             conditions.append(Conversation.channel_id == channel_id)
-        if since is not None:
-            conditions.append(hits.c.created_at >= since)
         if exclude_thread is not None:
             left_out_channel, left_out_thread = exclude_thread
             conditions.append(
@@ -122,15 +120,7 @@ class SearchMethods(UsesDatabase):
                 )
             )
         # The newest hits that pass the filters first, then only their rows and text.
-        newest = (
-            select(hits.c.id)
-            .join(Message, hits.c.message_id == Message.id)
-            .join(Conversation, Message.conversation_id == Conversation.id)
-            .where(*conditions)
-            .order_by(hits.c.id.desc())
-            .limit(limit)
-            .subquery("newest_hits")
-        )
+        newest = search.newest(hits, conditions, limit)
         stmt = (
             select(
                 Block.id,

@@ -9,6 +9,7 @@ digits only).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -18,6 +19,8 @@ from sqlalchemy import (
     FromClause,
     Integer,
     MetaData,
+    Select,
+    Subquery,
     Table,
     Text,
     and_,
@@ -29,15 +32,19 @@ from sqlalchemy import (
     union_all,
 )
 
-from slack_agents_sa.models import SEARCH_TABLE, Block, table_of
+from slack_agents_sa.models import SEARCH_TABLE, Block, Conversation, Message, table_of
 from slack_agents_sa.search_text import (
     boolean_mode_query,
     fts5_query,
     like_pattern,
 )
 
-#: What `matches` gives of each block found.
-_HIT_COLUMNS = (Block.id, Block.message_id, Block.created_at)
+
+def _hits(condition: ColumnElement[bool], since: datetime | None) -> Select[int, int]:
+    """The `id` and `message_id` of the blocks that meet `condition`, written at `since` or
+    later."""
+    hits = select(Block.id, Block.message_id).where(condition)
+    return hits if since is None else hits.where(Block.created_at >= since)
 
 
 class TextSearch:
@@ -47,11 +54,26 @@ class TextSearch:
         """The words this index can find (MySQL's leaves out the short ones)."""
         return list(words)
 
-    def matches(self, words: Sequence[str], language: str) -> FromClause:
-        """The blocks whose `search_text` holds every word (`words` non-empty), as rows of
-        `id`, `message_id` and `created_at`; `language` is option `search_language`
-        (PostgreSQL's text search configuration)."""
-        return select(*_HIT_COLUMNS).where(self.condition(words, language)).subquery("hits")
+    def matches(self, words: Sequence[str], language: str, since: datetime | None) -> FromClause:
+        """The blocks whose `search_text` holds every word (`words` non-empty), written at
+        `since` or later, as rows of `id` and `message_id`; `language` is option
+        `search_language` (PostgreSQL's text search configuration)."""
+        return _hits(self.condition(words, language), since).subquery("hits")
+
+    def newest(
+        self, hits: FromClause, conditions: Sequence[ColumnElement[bool]], limit: int
+    ) -> Subquery:
+        """The ids of the newest `limit` hits whose conversation meets `conditions` (on
+        `Conversation`), newest first."""
+        return (
+            select(hits.c.id)
+            .join(Message, hits.c.message_id == Message.id)
+            .join(Conversation, Message.conversation_id == Conversation.id)
+            .where(*conditions)
+            .order_by(hits.c.id.desc())
+            .limit(limit)
+            .subquery("newest_hits")
+        )
 
     def condition(self, words: Sequence[str], language: str) -> ColumnElement[bool]:
         """SQL true for a block whose `search_text` holds every word."""
@@ -80,12 +102,37 @@ class PostgreSQLSearch(TextSearch):
         query = func.plainto_tsquery(config, bindparam("search_words", " ".join(words)))
         return func.to_tsvector(config, Block.search_text).op("@@")(query)
 
-    def matches(self, words: Sequence[str], language: str) -> FromClause:
+    def matches(self, words: Sequence[str], language: str, since: datetime | None) -> FromClause:
         # Materialized: every match through the GIN index first, then the newest of them.
         # Left to choose, the planner walks the blocks newest first, parsing each one's
         # text, and for a rare word parses them all (15 s over a million blocks).
-        hits = select(*_HIT_COLUMNS).where(self.condition(words, language)).cte("hits")
+        hits = _hits(self.condition(words, language), since).cte("hits")
         return hits.prefix_with("MATERIALIZED")
+
+    def newest(
+        self, hits: FromClause, conditions: Sequence[ColumnElement[bool]], limit: int
+    ) -> Subquery:
+        # The hits newest first behind a fence (OFFSET 0), then each one's conversation
+        # checked in that order until `limit` pass (a subquery per hit, never joined). Given
+        # a join, the planner read every message to merge them with the hits: 95 ms for
+        # 3,867 hits among a million blocks.
+        ordered = select(hits.c.id, hits.c.message_id).order_by(hits.c.id.desc()).offset(0)
+        in_order = ordered.subquery("hits_newest_first")
+        passes = (
+            select(Conversation.id)
+            .select_from(Message)
+            .join(Conversation, Message.conversation_id == Conversation.id)
+            .where(Message.id == in_order.c.message_id, *conditions)
+            .limit(1)
+            .scalar_subquery()
+        )
+        return (
+            select(in_order.c.id)
+            .where(passes.is_not(None))
+            .order_by(in_order.c.id.desc())
+            .limit(limit)
+            .subquery("newest_hits")
+        )
 
 
 class MySQLSearch(TextSearch):
