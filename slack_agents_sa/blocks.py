@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import BindParameter, ColumnElement, Select, and_, select
-from sqlalchemy.orm import QueryableAttribute
 
-from slack_agents_sa.models import Block, Message, ToolCall
+from slack_agents_sa.models import Block, Message, ToolCall, table_of
 
 TOOL_USE = "tool_use"
 
@@ -22,22 +21,28 @@ def in_history(block_type: str, content: dict[str, Any] | None) -> bool:
     return True
 
 
+# Core tables, not the ORM classes: a select of these never sets up the ORM's mappers, so
+# an agent's turns run without that work and its memory.
+messages = table_of(Message)
+blocks = table_of(Block)
+tool_calls = table_of(ToolCall)
+
 #: The columns `block_content` needs, besides the message and block ids.
 _CONTENT_COLUMNS = (
-    Block.block_type,
-    Block.content,
-    ToolCall.tool_call_id,
-    ToolCall.tool_name,
-    ToolCall.tool_input,
-    ToolCall.tool_output,
-    ToolCall.is_error,
+    blocks.c.block_type,
+    blocks.c.content,
+    tool_calls.c.tool_call_id,
+    tool_calls.c.tool_name,
+    tool_calls.c.tool_input,
+    tool_calls.c.tool_output,
+    tool_calls.c.is_error,
 )
 
 
 def blocks_of_conversation(
     conversation_id: int | BindParameter[Any],
-    *extra: ColumnElement[Any] | QueryableAttribute[Any],
-    only: ColumnElement[bool] | QueryableAttribute[bool] | None = None,
+    *extra: ColumnElement[Any],
+    only: ColumnElement[bool] | None = None,
 ) -> Select[Any]:
     """Every message of a conversation with its blocks (those that meet `only`, if given),
     one row per block, in order.
@@ -47,22 +52,22 @@ def blocks_of_conversation(
     NULL: `only` is a join condition, so it leaves out blocks, never messages.
     """
     joined = (
-        Block.message_id == Message.id
+        blocks.c.message_id == messages.c.id
         if only is None
-        else and_(Block.message_id == Message.id, only)
+        else and_(blocks.c.message_id == messages.c.id, only)
     )
     return (
         select(
-            Message.id.label("message_id"),
-            Block.id.label("block_id"),
+            messages.c.id.label("message_id"),
+            blocks.c.id.label("block_id"),
             *_CONTENT_COLUMNS,
             *extra,
         )
-        .select_from(Message)
-        .outerjoin(Block, joined)
-        .outerjoin(ToolCall, ToolCall.block_id == Block.id)
-        .where(Message.conversation_id == conversation_id)
-        .order_by(Message.id, Block.id)
+        .select_from(messages)
+        .outerjoin(blocks, joined)
+        .outerjoin(tool_calls, tool_calls.c.block_id == blocks.c.id)
+        .where(messages.c.conversation_id == conversation_id)
+        .order_by(messages.c.id, blocks.c.id)
     )
 
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import ClauseElement, bindparam, exists, select
 
-from slack_agents_sa.blocks import block_content, blocks_of_conversation
+from slack_agents_sa.blocks import block_content, blocks, blocks_of_conversation, messages
 from slack_agents_sa.database import UsesDatabase
-from slack_agents_sa.models import Block, Conversation, Message
+from slack_agents_sa.models import Conversation, Message
 from slack_agents_sa.validation import check_optional_text, check_text, to_id
 
 
@@ -33,15 +33,15 @@ def _as_datetime(name: str, value: str | datetime | None) -> datetime | None:
 #: Every message of a conversation with all its blocks, usage included (built once).
 _MESSAGES_WITH_BLOCKS = blocks_of_conversation(
     bindparam("conversation_id"),
-    Message.user_id,
-    Message.user_name,
-    Message.user_handle,
-    Message.created_at,
-    Block.source_file_id,
-    Block.filename,
-    Block.mimetype,
-    Block.size_bytes,
-    Block.created_at.label("block_created_at"),
+    messages.c.user_id,
+    messages.c.user_name,
+    messages.c.user_handle,
+    messages.c.created_at,
+    blocks.c.source_file_id,
+    blocks.c.filename,
+    blocks.c.mimetype,
+    blocks.c.size_bytes,
+    blocks.c.created_at.label("block_created_at"),
 )
 
 

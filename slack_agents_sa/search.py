@@ -13,17 +13,18 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, not_, or_, select
-from sqlalchemy.orm import aliased
 
 from slack_agents_sa.database import UsesDatabase
-from slack_agents_sa.models import NAME_LENGTH, Block, Conversation, Message
+from slack_agents_sa.models import NAME_LENGTH, Block, Conversation, Message, table_of
 from slack_agents_sa.search_text import rank, snippet, words_of
 from slack_agents_sa.validation import check_aware_datetime, check_optional_text, check_text
 
 #: Most hits one search returns.
 MAX_LIMIT = 200
 
-_author = aliased(Message)
+#: Another reading of the messages, for "wrote in this conversation" (Core: no mappers set
+#: up when this module loads).
+_author = table_of(Message).alias("author")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,9 @@ def _check_limit(limit: int) -> int:
 
 def _visible_to(user_id: str, also_in_channel: str | None) -> ColumnElement[bool]:
     """Conversations `user_id` wrote in (and, if given, every one of that channel)."""
-    wrote = exists().where(_author.conversation_id == Conversation.id, _author.user_id == user_id)
+    wrote = exists().where(
+        _author.c.conversation_id == Conversation.id, _author.c.user_id == user_id
+    )
     if also_in_channel is None:
         return wrote
     return or_(wrote, Conversation.channel_id == also_in_channel)
