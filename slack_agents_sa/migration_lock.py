@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager, contextmanager
 from sqlalchemy.util.concurrency import await_only, in_greenlet
 
 from slack_agents_sa.backends import MIGRATION_LOCK_TIMEOUT_S
-from slack_agents_sa.backends.base import lock_not_taken
+from slack_agents_sa.backends.migration_steps import lock_not_taken
 
 #: The in-process lock's name in a `MigrationLockError`.
 IN_PROCESS_LOCK = "in-process: one slack_agents_sa migration at a time per Python process"

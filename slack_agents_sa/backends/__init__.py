@@ -13,11 +13,13 @@ from importlib import import_module
 from sqlalchemy.engine import URL
 
 from slack_agents_sa.backends.base import (
-    MIGRATION_LOCK_TIMEOUT_S,
-    WRITE_LOCK_OPTION,
     Backend,
     ExecutorParts,
     SessionOptions,
+)
+from slack_agents_sa.backends.migration_steps import (
+    MIGRATION_LOCK_TIMEOUT_S,
+    WRITE_LOCK_OPTION,
 )
 
 #: Plain URL schemes and the async driver each gets.

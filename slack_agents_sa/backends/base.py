@@ -8,8 +8,7 @@ executor) and never compares dialect names.
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,20 +26,20 @@ from sqlalchemy import (
     event,
     func,
 )
-from sqlalchemy.engine import URL, Connection, Dialect
+from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.pool import ConnectionPoolEntry
-from sqlalchemy.schema import CreateSchema
 
 from slack_agents_sa.backends.connect import (
     DEFAULT_CONNECT_TIMEOUT_S,
     URL_KEY,
     Connect,
 )
+from slack_agents_sa.backends.migration_steps import MigrationSteps
 from slack_agents_sa.backends.search import TextSearch
-from slack_agents_sa.errors import ImportSourceError, MigrationLockError
+from slack_agents_sa.errors import ImportSourceError
 from slack_agents_sa.executors.base import Fault, LanePolicy
 from slack_agents_sa.executors.statement_cache import StatementCache
 from slack_agents_sa.models import Base, table_of
@@ -48,13 +47,6 @@ from slack_agents_sa.models import Base, table_of
 if TYPE_CHECKING:
     from slack_agents_sa.backends.builtin_source import BuiltinSource
     from slack_agents_sa.executors import Executor
-
-#: Execution option: SQLite transactions on this connection take the write lock at BEGIN
-#: (migrations; a host app's writing session may set it too). Others BEGIN deferred.
-WRITE_LOCK_OPTION = "slack_agents_sa_write_lock"
-#: How long a migrator waits for another's migration lock before giving up (seconds;
-#: PostgreSQL and MySQL/MariaDB. SQLite's lock is its write lock: busy_timeout applies).
-MIGRATION_LOCK_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -115,7 +107,7 @@ _FAULT_BY_DBAPI_NAME = {
 type UpsertShape = tuple[type[Base], tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]
 
 
-class Backend:
+class Backend(MigrationSteps):
     """Any async SQLAlchemy dialect: SQLAlchemy's execution path, no upsert, no pre-filter.
 
     Subclasses (one module each) override what their database does differently.
@@ -366,63 +358,6 @@ class Backend:
             f"the host's built-in providers are sqlite and postgres, not {self.name}"
         )
 
-    # --- Migrations -----------------------------------------------------------------------
-
-    @asynccontextmanager
-    async def migration_transaction(
-        self,
-        engine: AsyncEngine,
-        schema: str | None = None,
-        lock_timeout: float = MIGRATION_LOCK_TIMEOUT_S,
-    ) -> AsyncIterator[AsyncConnection]:
-        """One transaction for a migration run, holding the migration lock: commits on success.
-
-        The lock is released after COMMIT (MySQL's belongs to the session): a migrator
-        taking it before our COMMIT would read the old version table and migrate again.
-        """
-        async with engine.connect() as conn:
-            await conn.execution_options(**{WRITE_LOCK_OPTION: True})
-            await self.before_migration(conn)
-            try:
-                async with conn.begin():
-                    await self.take_migration_lock(conn, lock_timeout)
-                    if schema is not None:
-                        await conn.execute(CreateSchema(schema, if_not_exists=True))
-                    yield conn
-                    await conn.run_sync(self.check_foreign_keys)
-            finally:
-                try:
-                    await self.release_migration_lock(conn)
-                    await self.after_migration(conn)
-                except BaseException:
-                    # Never pool a connection that may still hold the lock (or, on SQLite,
-                    # have foreign keys off).
-                    await conn.invalidate()
-                    raise
-
-    async def take_migration_lock(
-        self, conn: AsyncConnection, lock_timeout: float = MIGRATION_LOCK_TIMEOUT_S
-    ) -> None:
-        """Serialise concurrent migrators on one database; raise `MigrationLockError` after
-        waiting `lock_timeout` seconds for another's lock (rather than migrate unlocked)."""
-
-    async def release_migration_lock(self, conn: AsyncConnection) -> None:
-        """Release what `take_migration_lock` took where the transaction's end does not."""
-
-    async def before_migration(self, conn: AsyncConnection) -> None:
-        """Connection set-up before a migration's BEGIN."""
-
-    async def after_migration(self, conn: AsyncConnection) -> None:
-        """Undo `before_migration` once the migration's transaction has ended."""
-
-    def foreign_keys_enforced(self, conn: Connection) -> bool:
-        """Whether foreign keys are enforced in a way a table rebuild would trip (SQLite)."""
-        return False
-
-    def check_foreign_keys(self, conn: Connection) -> None:
-        """Raise `MigrationError` if a migration run with foreign keys off left a dangling
-        row (SQLite); servers check as they go."""
-
 
 def on_conflict_upsert(
     make_insert: Callable[[Any], Any],
@@ -442,14 +377,3 @@ def on_conflict_upsert(
     set_ = set_ or {keys[0]: stmt.excluded[keys[0]]}
     upserted: Insert = stmt.on_conflict_do_update(index_elements=list(keys), set_=set_)
     return upserted.returning(table.c.id) if returning_id else upserted
-
-
-def lock_not_taken(lock: str, lock_timeout: float, timed_out: bool) -> MigrationLockError:
-    """`MigrationLockError` naming the lock and why it was not taken; nothing was migrated."""
-    why = f"timed out after {lock_timeout:g} s" if timed_out else "was refused by the server"
-    return MigrationLockError(
-        f"the migration lock ({lock}) {why}: another migrator may still be running. "
-        "Nothing was migrated; retry once it has finished",
-        lock=lock,
-        timeout=lock_timeout,
-    )

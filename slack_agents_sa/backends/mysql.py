@@ -27,15 +27,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from slack_agents_sa.backends.base import (
-    MIGRATION_LOCK_TIMEOUT_S,
     Backend,
     ExecutorParts,
     SessionOptions,
     UpsertShape,
-    lock_not_taken,
 )
 from slack_agents_sa.backends.connect import Connect
 from slack_agents_sa.backends.host_list import comma_hosts_as_query, hosts_in_query
+from slack_agents_sa.backends.migration_steps import (
+    MIGRATION_LOCK_TIMEOUT_S,
+    lock_not_taken,
+)
 from slack_agents_sa.backends.mysql_lease import LEASE_TABLE, drop_lease, take_lease
 from slack_agents_sa.backends.search import MySQLSearch
 from slack_agents_sa.executors.base import Fault

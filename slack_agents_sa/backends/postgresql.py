@@ -49,15 +49,17 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from slack_agents_sa.backends.base import (
-    MIGRATION_LOCK_TIMEOUT_S,
     Backend,
     ExecutorParts,
     SessionOptions,
     UpsertShape,
-    lock_not_taken,
     on_conflict_upsert,
 )
 from slack_agents_sa.backends.host_list import comma_hosts_as_query
+from slack_agents_sa.backends.migration_steps import (
+    MIGRATION_LOCK_TIMEOUT_S,
+    lock_not_taken,
+)
 from slack_agents_sa.backends.postgresql_url import (
     check_options,
     dsn_options,

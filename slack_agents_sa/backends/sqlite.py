@@ -30,12 +30,14 @@ from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from slack_agents_sa.backends.base import (
-    WRITE_LOCK_OPTION,
     Backend,
     ExecutorParts,
     SessionOptions,
     UpsertShape,
     on_conflict_upsert,
+)
+from slack_agents_sa.backends.migration_steps import (
+    WRITE_LOCK_OPTION,
 )
 from slack_agents_sa.backends.search import SQLiteSearch
 from slack_agents_sa.errors import MigrationError
