@@ -61,6 +61,7 @@ from slack_agents_sa.models import (
 )
 from slack_agents_sa.search import HistoryHit
 from tests.databases import MYSQL, MYSQL_ENV, opened_provider, scratch_database
+from tests.search_index import catch_up
 
 BACKENDS = {**LABELS, "mysql": "MariaDB"}
 AGENT = "helper"
@@ -319,16 +320,7 @@ class SQLiteIndex:
             await conn.execute(text(f"DROP TRIGGER {row.name}"))
 
     async def on(self, conn: AsyncConnection) -> None:
-        done = f"(SELECT done FROM {SEARCH_TABLE}_state)"
-        await conn.execute(
-            text(
-                f"INSERT INTO {SEARCH_TABLE} (rowid, search_text) SELECT id, search_text "
-                f"FROM agents_blocks WHERE id > {done} AND search_text IS NOT NULL"
-            )
-        )
-        await conn.execute(
-            text(f"UPDATE {SEARCH_TABLE}_state SET done = (SELECT max(id) FROM agents_blocks)")
-        )
+        await catch_up(conn)
         for sql in self.triggers:
             await conn.execute(text(sql))
 

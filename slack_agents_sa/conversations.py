@@ -8,13 +8,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from slack_agents_sa.blocks import (
-    TOOL_USE,
-    block_content,
-    blocks,
-    blocks_of_conversation,
-    in_history,
-)
+from slack_agents_sa.blocks import TOOL_USE, block_content, blocks_of_conversation, in_history
 from slack_agents_sa.database import UsesDatabase
 from slack_agents_sa.errors import MissingRowError
 from slack_agents_sa.executors import Step
@@ -93,7 +87,7 @@ _INSERT_TOOL_BLOCK_AND_CALL = (
     .returning(_tool_calls.c.block_id)
 )
 # Usage blocks and non-image uploads left out in SQL: a quarter fewer rows to decode.
-_HISTORY = blocks_of_conversation(bindparam("conversation_id"), only=blocks.c.in_history)
+_HISTORY = blocks_of_conversation(bindparam("conversation_id"), only=_blocks.c.in_history)
 _GET_HEARTBEAT = select(_heartbeats.c.last_ping_pong_time).where(
     _heartbeats.c.agent_name == bindparam("agent_name")
 )

@@ -29,28 +29,29 @@ async def indexed_up_to(storage: Provider) -> int:
     return int(rows[0][0])
 
 
+async def catch_up(conn: AsyncConnection) -> None:
+    """SQLite: every block past the index's `done` into it now, as the next batch would put
+    them, and `done` moved past them (in the caller's transaction)."""
+    done = f"(SELECT done FROM {STATE_TABLE})"
+    await conn.execute(
+        text(
+            f"INSERT INTO {SEARCH_TABLE} (rowid, search_text) SELECT id, search_text "
+            f"FROM agents_blocks WHERE id > {done} AND search_text IS NOT NULL"
+        )
+    )
+    await conn.execute(
+        text(
+            f"UPDATE {STATE_TABLE} "
+            "SET done = max(done, (SELECT coalesce(max(id), 0) FROM agents_blocks))"
+        )
+    )
+
+
 async def index_every_block(storage: Provider) -> None:
-    """SQLite: every block into the index now, as the next batch would put them (a search
-    then goes through FTS5 alone); other databases index every write already."""
-    if not is_sqlite(storage):
-        return
-
-    async def catch_up(conn: AsyncConnection) -> None:
-        done = f"(SELECT done FROM {STATE_TABLE})"
-        await conn.execute(
-            text(
-                f"INSERT INTO {SEARCH_TABLE} (rowid, search_text) SELECT id, search_text "
-                f"FROM agents_blocks WHERE id > {done} AND search_text IS NOT NULL"
-            )
-        )
-        await conn.execute(
-            text(
-                f"UPDATE {STATE_TABLE} "
-                "SET done = max(done, (SELECT coalesce(max(id), 0) FROM agents_blocks))"
-            )
-        )
-
-    await storage.db.run_transaction(catch_up)
+    """SQLite: every block into the index now (a search then goes through FTS5 alone);
+    other databases index every write already."""
+    if is_sqlite(storage):
+        await storage.db.run_transaction(catch_up)
 
 
 async def assert_search_index_matches_the_blocks(storage: Provider) -> None:
