@@ -701,6 +701,9 @@ async def main() -> int:
     if min(sizes) < 50_000:
         print("error: --blocks: at least 50000 (1,000 conversations)", file=sys.stderr)
         return 2
+    if args.searches < 2:
+        print("error: --searches: at least 2 (the other kinds run half as many)", file=sys.stderr)
+        return 2
     if "mysql" in wanted and not os.environ.get(MYSQL_ENV):
         print(f"error: set {MYSQL_ENV} to measure MariaDB", file=sys.stderr)
         return 2
