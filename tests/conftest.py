@@ -50,6 +50,8 @@ from tests.pgbouncer import PgBouncer, PgBouncerUnavailable
 STRICT_ENV = "SLACK_AGENTS_SA_STRICT"
 #: How long a Galera node may take to apply a DDL statement another node ran (seconds).
 GALERA_APPLY_S = 30
+#: Modules whose module-scoped fixtures start a server of their own (TLS).
+MODULE_SERVER_MODULES = frozenset({"test_tls", "test_mysql_tls"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,9 +69,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         report.longrepr = f"skipped under {STRICT_ENV}=1, which forbids skips: {reason}"
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the `xdist_group` marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The PgBouncer and throwaway-server backends run the conformance modules only (CI
-    time): deselect the rest."""
+    time): deselect the rest. Under pytest-xdist (`--dist loadgroup`), the tests of one
+    throwaway server, and of a module with a costly module-scoped fixture, go to one worker,
+    so each is started once per run."""
     kept: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
@@ -78,9 +83,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         only_conformance = any(isinstance(b, Backend) and b.conformance_only for b in backends)
         module = item.path.stem
         (dropped if only_conformance and module not in PGBOUNCER_MODULES else kept).append(item)
+        group = _worker_group(item, backends)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+def _worker_group(item: pytest.Item, params: list[object]) -> str | None:
+    """The xdist group `item` must share a worker with, if any: its throwaway server's
+    fixture name, or its module's when the module starts a server of its own."""
+    for param in params:
+        if isinstance(param, Backend) and param.server_fixture is not None:
+            return param.server_fixture
+    for fixture in THROWAWAY_SERVER_FIXTURES:
+        if fixture in getattr(item, "fixturenames", ()):
+            return fixture
+    if item.path.stem in MODULE_SERVER_MODULES:
+        return item.path.stem
+    return None
 
 
 @pytest.fixture(scope="session")

@@ -221,7 +221,10 @@ async def test_append_file_block_returns_an_id_usable_as_a_link(provider: Provid
         await provider.append_text_block(message_id, "x", source_file_id=file_id + 1000)
 
 
-@pytest.mark.parametrize("moment", [time.time(), 1700000000.123456, 0.1, 1e-7, 2**40 + 0.5])
+# The "now" id is fixed: pytest-xdist's workers must collect the same test names.
+@pytest.mark.parametrize(
+    "moment", [pytest.param(time.time(), id="now"), 1700000000.123456, 0.1, 1e-7, 2**40 + 0.5]
+)
 async def test_heartbeat_float_round_trips_exactly(provider: Provider, moment: float) -> None:
     await provider.upsert_heartbeat("bot", moment - 10)
     await provider.upsert_heartbeat("bot", moment)
