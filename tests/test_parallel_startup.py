@@ -30,7 +30,7 @@ from slack_agents_sa.backends.base import SessionOptions
 from slack_agents_sa.backends.sqlite import connection_pragmas
 from slack_agents_sa.database import make_engine
 from slack_agents_sa.errors import MigrationLockError
-from slack_agents_sa.executors.sqlite import set_up_connection
+from slack_agents_sa.executors.sqlite_connection import set_up_connection
 from slack_agents_sa.migrate import VERSION_TABLE, SchemaStatus, head_revisions
 from slack_agents_sa.models import OUR_TABLES
 from slack_agents_sa.settings import normalize_url

@@ -42,7 +42,11 @@ from slack_agents_sa.backends.migration_steps import (
 from slack_agents_sa.backends.search import SQLiteSearch
 from slack_agents_sa.errors import MigrationError
 from slack_agents_sa.executors.base import Fault
-from slack_agents_sa.executors.sqlite import PROGRESS_STEPS, StatementDeadline, set_up_connection
+from slack_agents_sa.executors.sqlite_connection import (
+    PROGRESS_STEPS,
+    StatementDeadline,
+    set_up_connection,
+)
 
 if TYPE_CHECKING:
     from slack_agents_sa.backends.builtin_source import BuiltinSource
