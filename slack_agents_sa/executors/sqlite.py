@@ -3,8 +3,9 @@
 Every call, a whole transaction included, is one callable on that thread: one thread hop,
 where SQLAlchemy over aiosqlite takes three or four per statement (issue 11 measured this
 path at ~0.3x the host's aiosqlite provider, SQLAlchemy's at ~1.9x). SQLite writes one at
-a time anyway, so one connection loses nothing. The engine (migrations, CLI, host
-sessions) keeps its own aiosqlite connection to the same file.
+a time anyway, so one connection loses nothing, and the writes that queue together share
+one commit (`executors.sqlite_worker`). The engine (migrations, CLI, host sessions) keeps
+its own aiosqlite connection to the same file.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from functools import partial
+from typing import Any, NoReturn
 
 from sqlalchemy import ClauseElement
 
@@ -24,81 +24,9 @@ from slack_agents_sa.errors import ProviderClosedError
 from slack_agents_sa.executors.base import DatabaseRules, Fault, Step, Values
 from slack_agents_sa.executors.compiled import CompiledStatement
 from slack_agents_sa.executors.errors import fault_of, raise_translated
+from slack_agents_sa.executors.sqlite_connection import StatementDeadline, connect
+from slack_agents_sa.executors.sqlite_worker import Job, JobKind, WorkerThread
 from slack_agents_sa.executors.statement_cache import StatementCache
-
-#: SQLite VM instructions between two looks at a statement's deadline: ~1 ms of work, so a
-#: short statement never pays for one and a runaway one stops within a few milliseconds.
-PROGRESS_STEPS = 10_000
-#: Pause between two tries of a set-up statement another connection's lock refused.
-SET_UP_PAUSE_S = 0.005
-
-
-def set_up_connection(
-    run: Callable[[str], object],
-    pragmas: Sequence[str],
-    lock_wait: float,
-    pause: Callable[[float], object],
-) -> None:
-    """Run a new connection's `pragmas`, trying one again while a lock refuses it.
-
-    SQLite refuses `PRAGMA journal_mode = WAL` with "database is locked" at once, without
-    its busy handler, while another connection is switching a new file to WAL: providers
-    opening one new database together race for it. Tries stop after `lock_wait` seconds.
-    """
-    give_up = time.monotonic() + lock_wait
-    for pragma in pragmas:
-        while True:
-            try:
-                run(pragma)
-                break
-            except sqlite3.OperationalError as error:
-                busy = getattr(error, "sqlite_errorname", None) == "SQLITE_BUSY"
-                if not busy or time.monotonic() >= give_up:
-                    raise
-            pause(SET_UP_PAUSE_S)
-
-
-class StatementDeadline:
-    """A statement timeout for one SQLite connection, through its progress handler.
-
-    SQLite has no server to stop a statement: a progress handler that returns non-zero
-    interrupts it (`sqlite3.OperationalError`, SQLITE_INTERRUPT), as `interrupt()` would,
-    but only the statement it times, never the next one. `start` before each statement,
-    `clear` after; the handler runs on whichever thread runs the statement.
-    """
-
-    __slots__ = ("_at", "seconds")
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._at: float | None = None
-
-    def start(self) -> None:
-        self._at = time.monotonic() + self.seconds
-
-    def clear(self) -> None:
-        self._at = None
-
-    def __call__(self) -> int:
-        at = self._at
-        return 1 if at is not None and time.monotonic() > at else 0
-
-
-def _connect(
-    path: str, pragmas: Sequence[str], lock_wait: float, deadline: StatementDeadline | None
-) -> sqlite3.Connection:
-    """A connection set up as the SQLite backend sets up a file database's (`pragmas`)."""
-    # isolation_level=None: the sqlite3 module opens no transactions, so each statement
-    # commits by itself and `steps` spells BEGIN IMMEDIATE ... COMMIT itself.
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        set_up_connection(conn.execute, pragmas, lock_wait, time.sleep)
-        if deadline is not None:
-            conn.set_progress_handler(deadline, PROGRESS_STEPS)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
 
 
 def _inserted_id(cursor: sqlite3.Cursor) -> int:
@@ -123,7 +51,17 @@ def _row_count(cursor: sqlite3.Cursor) -> int:
 
 
 class SQLiteExecutor:
-    """`fetch` / `write` / `insert_id` / `steps` on one worker thread's connection."""
+    """`fetch` / `write` / `insert_id` / `steps` on one worker thread's connection.
+
+    Calls that queued together (with two writes or more among them) run in the order they
+    came in one transaction, each call's statements inside a savepoint of their own, and
+    are committed once (group commit). A call that fails is rolled back to its savepoint
+    and gets its error; the others go on, and the write lock is held throughout, so each
+    outcome is the one it would have had alone in that order. If the transaction itself is
+    lost (an interrupted statement can roll it back) or the COMMIT fails, the calls run
+    again one by one, each as if alone. Every result is given only after the commit. (Our
+    tables have no deferred constraints, which SQLite would check only at that COMMIT.)
+    """
 
     kind = "native"
 
@@ -145,15 +83,18 @@ class SQLiteExecutor:
         # Transactions compile later steps in the worker while the loop compiles other
         # calls: the cache's dicts are not meant for two threads at once.
         self._compiling = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slack_agents_sa-sqlite")
+        self._worker = WorkerThread(self._handle, "slack_agents_sa-sqlite")
         self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
-        self._closed = False
+        self._closed = False  # no new call (set on the loop)
+        self._ended = False  # the connection is closed for good (set on the worker)
 
     def _compiled(self, stmt: ClauseElement, values: Values) -> CompiledStatement:
         with self._compiling:
             return self._statements.get(stmt, values)
 
-    async def _run[T](self, statement: list[str], work: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run[T](
+        self, kind: JobKind, statement: list[str], work: Callable[[sqlite3.Connection], T]
+    ) -> T:
         """`work` on the worker thread's connection; errors as the SQLAlchemy path's.
 
         `statement[-1]` is the SQL running (a transaction appends each step's), so an
@@ -161,54 +102,204 @@ class SQLiteExecutor:
         """
         if self._closed:
             raise ProviderClosedError("the provider is closed: its connection is gone")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._call, statement, work)
+        return await self._submit(kind, statement, work)
+
+    async def _submit[T](
+        self, kind: JobKind, statement: list[str], work: Callable[[sqlite3.Connection], T]
+    ) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._worker.submit(Job(kind, work, statement, future))
+        return await future
+
+    # -- on the worker thread -------------------------------------------------------------
+
+    def _handle(self, batch: list[Job]) -> None:
+        """Settle every job of `batch`, in the order they came: in one transaction when two
+        or more of them write (see the class), else one by one."""
+        self._roll_back()  # never inside a transaction an earlier batch left open
+        live: list[Job] = []
+        for job in batch:
+            if job.abandoned:
+                job.fail(asyncio.CancelledError())
+            else:
+                live.append(job)
+        if sum(job.writes for job in live) >= 2 and not any(
+            job.kind is JobKind.CLOSE for job in live
+        ):
+            self._together(live)
+            return
+        for job in live:
+            self._alone(job)
+
+    def _alone(self, job: Job) -> None:
+        """Run `job` by itself: a transaction of its own for `steps`."""
+        try:
+            if job.kind is JobKind.CLOSE:
+                self._ended = True
+                self._drop()
+                job.succeed(None)
+            elif job.kind is JobKind.TRANSACTION:
+                job.succeed(self._call(job.statement, partial(self._transaction, job)))
+            else:
+                job.succeed(self._call(job.statement, job.work))
+        except BaseException as error:
+            job.fail(error)
+
+    def _together(self, jobs: list[Job]) -> None:
+        """Run `jobs` in order in one transaction, committed once (see the class)."""
+        try:
+            conn = self._connection()
+            _begin(conn)
+        except (sqlite3.Error, UnicodeEncodeError) as error:
+            # No write ran. Alone, each would wait for the same lock in turn (or fail to
+            # open the same file): each gets an error of its own for it now instead.
+            for job in jobs:
+                if job.writes:
+                    self._fail_with(job, error, "BEGIN IMMEDIATE")
+                else:
+                    self._alone(job)
+            return
+        except BaseException as error:
+            for job in jobs:
+                job.fail(error)
+            return
+        for job in jobs:
+            if not self._in_savepoint(conn, job):
+                # The transaction is gone, with the calls before this one: every call runs
+                # again alone, but this one if its own statements failed (that error stands).
+                for other in jobs:
+                    if other is not job or not other.settled:
+                        self._alone(other)
+                return
+        try:
+            self._call(["COMMIT"], _commit)
+        except BaseException:
+            # Reads too: what they saw was never committed.
+            self._roll_back()
+            for job in jobs:
+                self._alone(job)
+
+    def _in_savepoint(self, conn: sqlite3.Connection, job: Job) -> bool:
+        """Run `job` in a savepoint of the open transaction, rolled back to it if the job
+        fails. False when the transaction is gone: `job` is then settled only if its own
+        statements failed."""
+        try:
+            conn.execute("SAVEPOINT call")
+        except sqlite3.Error:
+            self._roll_back()
+            return False
+        try:
+            result = self._call(job.statement, job.work)
+        except BaseException as error:
+            job.fail(error)
+            if self._conn is conn and conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK TO call")
+                    conn.execute("RELEASE call")
+                    return True
+                except sqlite3.Error:
+                    pass
+            self._roll_back()
+            return False
+        try:
+            conn.execute("RELEASE call")
+        except sqlite3.Error:
+            self._roll_back()
+            return False
+        job.succeed(result)
+        return True
+
+    def _transaction(self, job: Job, conn: sqlite3.Connection) -> Any:
+        """`job.work` between BEGIN IMMEDIATE and COMMIT, rolled back on any error."""
+        _begin(conn)
+        try:
+            result = job.work(conn)
+            job.statement.append("COMMIT")
+            conn.execute("COMMIT")
+        except BaseException:
+            self._roll_back()
+            raise
+        return result
+
+    def _roll_back(self) -> None:
+        """End the transaction left open, if any; a connection that cannot is closed (which
+        rolls back too)."""
+        conn = self._conn
+        if conn is not None and conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                self._drop()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._ended:
+            raise ProviderClosedError("the provider is closed: its connection is gone")
+        if self._conn is None:
+            self._conn = connect(self._path, self._pragmas, self._lock_wait, self._deadline)
+        return self._conn
 
     def _call[T](self, statement: list[str], work: Callable[[sqlite3.Connection], T]) -> T:
-        # Runs on the worker thread.
         deadline = self._deadline
         try:
-            if self._conn is None:
-                self._conn = _connect(self._path, self._pragmas, self._lock_wait, deadline)
+            conn = self._connection()
             if deadline is not None:
                 deadline.start()
-            return work(self._conn)
+            return work(conn)
         except (sqlite3.Error, UnicodeEncodeError) as error:
             # UnicodeEncodeError: sqlite3 could not bind text (a lone surrogate); nothing ran.
-            fault = fault_of(error, self._rules)
-            if fault is Fault.SESSION_ENDED:
-                # Reopen on the next call, as SQLAlchemy's pool replaces an invalidated one.
-                self._drop()
-            raise_translated(error, fault, statement[-1])
+            self._translate(error, statement[-1])
         finally:
             if deadline is not None:
                 deadline.clear()
 
+    def _translate(self, error: sqlite3.Error | UnicodeEncodeError, sql: str) -> NoReturn:
+        fault = fault_of(error, self._rules)
+        if fault is Fault.SESSION_ENDED:
+            # Reopen on the next call, as SQLAlchemy's pool replaces an invalidated one.
+            self._drop()
+        raise_translated(error, fault, sql)
+
+    def _fail_with(self, job: Job, error: sqlite3.Error | UnicodeEncodeError, sql: str) -> None:
+        """Fail `job` with a translated `error` of its own (an exception is never shared
+        between callers: each raise adds to its traceback)."""
+        try:
+            self._translate(error, sql)
+        except BaseException as translated:
+            job.fail(translated)
+
     def _drop(self) -> None:
-        """Close the worker's connection (on the worker thread); the next call opens anew."""
+        """Close the worker's connection; the next call opens anew."""
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()  # also ends any transaction left open, uncommitted
 
+    # -- on the event loop ----------------------------------------------------------------
+
     async def open(self) -> None:
         """Open the connection now, so a bad path fails at `initialize()`."""
-        await self._run([""], lambda _conn: None)
+        await self._run(JobKind.READ, [""], lambda _conn: None)
 
     async def fetch(self, stmt: ClauseElement, values: Values) -> list[Any]:
         compiled = self._compiled(stmt, values)
         # Bound in the loop thread: a value that cannot be stored raises before the hop.
         sql, arguments = compiled.arguments(values)
-        raw = await self._run([sql], lambda conn: conn.execute(sql, arguments).fetchall())
+        raw = await self._run(
+            JobKind.READ, [sql], lambda conn: conn.execute(sql, arguments).fetchall()
+        )
         return compiled.rows(raw)
 
     async def write(self, stmt: ClauseElement, values: Values) -> int:
         sql, arguments = self._compiled(stmt, values).arguments(values)
-        return await self._run([sql], lambda conn: _row_count(conn.execute(sql, arguments)))
+        return await self._run(
+            JobKind.STATEMENT, [sql], lambda conn: _row_count(conn.execute(sql, arguments))
+        )
 
     async def insert_id(self, stmt: ClauseElement, values: Values) -> int:
         sql, arguments = self._compiled(stmt, values).arguments(values)
-        return await self._run([sql], lambda conn: _inserted_id(conn.execute(sql, arguments)))
+        return await self._run(
+            JobKind.STATEMENT, [sql], lambda conn: _inserted_id(conn.execute(sql, arguments))
+        )
 
     async def steps(self, steps: Sequence[Step]) -> list[int | None]:
         if not steps:
@@ -216,26 +307,11 @@ class SQLiteExecutor:
         values = steps[0].values_after(None)
         first = self._compiled(steps[0].stmt, values).arguments(values)
         statement = ["BEGIN IMMEDIATE"]
-
-        def run(conn: sqlite3.Connection) -> list[int | None]:
-            if conn.in_transaction:
-                # Never BEGIN inside a transaction left open (as `sqlite_transaction`).
-                conn.execute("ROLLBACK")
-            # IMMEDIATE takes the write lock up front (see `SQLite.write_transaction_options`).
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                ids = self._steps(conn, steps, first, statement)
-                statement.append("COMMIT")
-                conn.execute("COMMIT")
-            except BaseException:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    self._drop()  # closing rolls back; the original error matters
-                raise
-            return ids
-
-        return await self._run(statement, run)
+        return await self._run(
+            JobKind.TRANSACTION,
+            statement,
+            lambda conn: self._steps(conn, steps, first, statement),
+        )
 
     def _steps(
         self,
@@ -244,7 +320,7 @@ class SQLiteExecutor:
         first: tuple[str, list[Any]],
         statement: list[str],
     ) -> list[int | None]:
-        # Runs on the worker thread, inside BEGIN IMMEDIATE.
+        # Runs on the worker thread, inside a transaction.
         ids: list[int | None] = []
         previous: int | None = None
         for index, step in enumerate(steps):
@@ -271,8 +347,19 @@ class SQLiteExecutor:
         """Close the connection on its thread, then the thread (callers have settled)."""
         if self._closed:
             return
-        self._closed = True
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, self._drop)
+        self._closed = True  # first: no call queues behind the close
+        await self._submit(JobKind.CLOSE, [""], lambda _conn: None)
         # The worker is idle now (calls before ours ran first): joining it is immediate.
-        self._pool.shutdown(wait=True)
+        self._worker.stop()
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        # Never BEGIN inside a transaction left open (as `sqlite_transaction`).
+        conn.execute("ROLLBACK")
+    # IMMEDIATE takes the write lock up front (see `SQLite.write_transaction_options`).
+    conn.execute("BEGIN IMMEDIATE")
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    conn.execute("COMMIT")
