@@ -45,6 +45,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "startup",
             "database",
             "migrate",
+            "migration_filters",
             "migration_lock",
             "alembic_logging",
             "schema_version",
