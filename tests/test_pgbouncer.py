@@ -222,8 +222,13 @@ async def test_the_migration_lock_holds_across_clients_of_pgbouncer(
     try:
         async with backend_for(url).migration_transaction(holder) as conn:
             # The lock is held on a server connection PgBouncer pinned to this transaction.
+            # Advisory locks belong to a database: other tests' (other workers') are not ours.
             locks = await conn.execute(
-                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND database = (SELECT oid FROM pg_database "
+                    "WHERE datname = current_database())"
+                )
             )
             assert locks.scalar() == 1
             with pytest.raises(MigrationLockError, match="timed out after 1 s"):
