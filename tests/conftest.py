@@ -17,7 +17,6 @@ and `pytest_collection_modifyitems` deselects those items in every other module.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -47,6 +46,9 @@ from tests.galera_cluster import GaleraCluster, GaleraUnavailable
 from tests.pg18 import Pg18, Pg18Unavailable
 from tests.pgbouncer import PgBouncer, PgBouncerUnavailable
 
+#: The `alone` marker (tests/alone.py).
+pytest_plugins = ["tests.alone"]
+
 #: Set by .ci/run: a skipped test is a failure there.
 STRICT_ENV = "SLACK_AGENTS_SA_STRICT"
 #: How long a Galera node may take to apply a DDL statement another node ran (seconds).
@@ -58,35 +60,6 @@ MODULE_SERVER_MODULES = frozenset({"test_tls", "test_mysql_tls"})
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "native: the providers run on a native executor")
     config.addinivalue_line("markers", "sqlalchemy: the providers run on SQLAlchemy's path")
-    config.addinivalue_line(
-        "markers",
-        "alone: no other test runs meanwhile under pytest-xdist (a test calibrated for a "
-        "machine doing nothing else, such as writers racing on one Galera row)",
-    )
-
-
-@pytest.fixture(autouse=True)
-def _alone_when_marked(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Under pytest-xdist, a test marked `alone` waits for the other workers' running
-    tests and keeps them waiting until it ends; every other test runs beside the others.
-
-    A readers-writer lock on two files in the run's temporary folder, which the workers
-    share: every test holds `alone.tests` shared, an `alone` one exclusively. An `alone`
-    test first takes `alone.gate`, which every test passes through before its shared lock,
-    so the tests starting meanwhile cannot starve it.
-    """
-    if os.environ.get("PYTEST_XDIST_WORKER") is None:
-        yield
-        return
-    alone = request.node.get_closest_marker("alone") is not None
-    factory: pytest.TempPathFactory = request.getfixturevalue("tmp_path_factory")
-    run = factory.getbasetemp().parent  # each worker's folder is one of the run's
-    with open(run / "alone.gate", "a") as gate, open(run / "alone.tests", "a") as tests:
-        fcntl.flock(gate, fcntl.LOCK_EX)
-        fcntl.flock(tests, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
-        if not alone:
-            fcntl.flock(gate, fcntl.LOCK_UN)
-        yield
 
 
 @pytest.hookimpl(hookwrapper=True)
