@@ -295,8 +295,20 @@ class Database:
         task = asyncio.Task(_handing_to(outcome, call), loop=loop, eager_start=True)
         if not task.done():
             self._calls.add(task)
-            task.add_done_callback(self._calls.discard)
-        return await outcome
+            task.add_done_callback(self._forget)
+        try:
+            return await outcome
+        except asyncio.CancelledError:
+            # Cancelled after the call failed but before this caller woke: nobody else
+            # will see that failure.
+            if outcome.done() and not outcome.cancelled() and outcome.exception() is not None:
+                _log_failure_after_cancel(outcome.exception())
+            raise
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._calls.discard(task)
+        if not task.cancelled():
+            task.exception()  # read: a KeyboardInterrupt there is the loop's, not a leak
 
     async def settle(self) -> None:
         """Wait until no call is running on the database for a caller that was cancelled."""
@@ -321,21 +333,25 @@ async def _handing_to[T](outcome: asyncio.Future[T], call: Coroutine[Any, Any, T
     (`outcome` cancelled): then a failure is logged, since nobody else will see it."""
     try:
         result = await call
-    except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+    except (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit):
         outcome.cancel()  # the task itself is cancelled (a loop shutting down)
         raise
     except BaseException as error:
         if not outcome.done():
             outcome.set_exception(error)
         else:
-            logger.warning(
-                "a storage call whose caller was cancelled failed afterwards: %s: %s",
-                type(error).__name__,
-                error,
-            )
+            _log_failure_after_cancel(error)
     else:
         if not outcome.done():
             outcome.set_result(result)
+
+
+def _log_failure_after_cancel(error: BaseException | None) -> None:
+    logger.warning(
+        "a storage call whose caller was cancelled failed afterwards: %s: %s",
+        type(error).__name__,
+        error,
+    )
 
 
 class UsesDatabase:
