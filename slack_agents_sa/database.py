@@ -301,8 +301,10 @@ class Database:
         except asyncio.CancelledError:
             # Cancelled after the call failed but before this caller woke: nobody else
             # will see that failure.
-            if outcome.done() and not outcome.cancelled() and outcome.exception() is not None:
-                _log_failure_after_cancel(outcome.exception())
+            if outcome.done() and not outcome.cancelled():
+                error = outcome.exception()
+                if error is not None:
+                    _log_failure_after_cancel(error)
             raise
 
     def _forget(self, task: asyncio.Task[None]) -> None:
@@ -346,7 +348,8 @@ async def _handing_to[T](outcome: asyncio.Future[T], call: Coroutine[Any, Any, T
             outcome.set_result(result)
 
 
-def _log_failure_after_cancel(error: BaseException | None) -> None:
+def _log_failure_after_cancel(error: BaseException) -> None:
+    """Log a call that failed after its caller was cancelled (nobody else will see it)."""
     logger.warning(
         "a storage call whose caller was cancelled failed afterwards: %s: %s",
         type(error).__name__,

@@ -70,8 +70,8 @@ class Job:
 
 
 class WorkerThread:
-    """One thread serving queued jobs in batches, through `handle(batch)` (which must set
-    each job's `result` or `error`), started on the first job."""
+    """One thread serving queued jobs in batches, through `handle(batch)` (which must call
+    each job's `succeed` or `fail`), started on the first job."""
 
     def __init__(self, handle: Callable[[list[Job]], None], name: str) -> None:
         self._handle = handle
