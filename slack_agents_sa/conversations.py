@@ -264,11 +264,14 @@ class ConversationMethods(UsesDatabase):
                 values = {"message_id": msg_id, "created_at": utcnow(), **call}
                 return await self.db.insert_id(_INSERT_TOOL_BLOCK_AND_CALL, values)
             block = {"message_id": msg_id, "block_type": TOOL_USE, "in_history": True}
+            after_block = self.db.backend.insert_after_insert(_tool_calls, "block_id")
+            tool_call = (
+                Step(after_block, call)  # the server links the row: nothing waits between
+                if after_block is not None
+                else Step(_INSERT_TOOL_CALL, lambda block_id: {"block_id": block_id, **call})
+            )
             block_id, _ = await self.db.steps(
-                (
-                    Step(_INSERT_BLOCK, block, returns_id=True),
-                    Step(_INSERT_TOOL_CALL, lambda block_id: {"block_id": block_id, **call}),
-                )
+                (Step(_INSERT_BLOCK, block, returns_id=True), tool_call)
             )
             if block_id is None:  # pragma: no cover - a returns_id step always reports one
                 raise RuntimeError("the database did not report the tool block's id")

@@ -304,6 +304,13 @@ class Backend(MigrationSteps):
         """The statement `upsert` returns for `shape`, built once per shape."""
         raise NotImplementedError(f"no upsert for dialect {self.dialect_name!r}")
 
+    def insert_after_insert(self, table: Table, column: str) -> Insert | None:
+        """An INSERT into `table` (other columns bound by name) whose `column` takes the id
+        the connection's previous INSERT generated, read by the server: the steps of a
+        transaction then need nothing back between them, so an executor may send them
+        together. None where the caller must hand the id over itself."""
+        return None
+
     def json_field_is_text(
         self,
         document: ColumnElement[Any] | InstrumentedAttribute[Any],

@@ -3,6 +3,7 @@ asyncmy lanes."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import ssl
 import time
@@ -13,10 +14,12 @@ from sqlalchemy import (
     Insert,
     Integer,
     Select,
+    Table,
     bindparam,
     column,
     event,
     func,
+    insert,
     select,
     text,
 )
@@ -86,6 +89,13 @@ _FAULT_BY_CODE: dict[int, Fault] = {
 _PACKET_LIMIT = "slack_agents_sa_max_allowed_packet"
 #: Where a connection's statement-time setting is kept, to restore after a migration.
 _STATEMENT_TIME = "slack_agents_sa_statement_time"
+
+
+@functools.cache
+def _insert_after_insert(table: Table, column: str) -> Insert:
+    """LAST_INSERT_ID(): the first id this connection's previous INSERT generated (built
+    once: building a statement costs more than running it)."""
+    return insert(table).values({column: func.last_insert_id()})
 
 
 class MySQL(Backend):
@@ -259,6 +269,9 @@ class MySQL(Backend):
             set_["id"] = func.last_insert_id(table.c.id)
         upserted: Insert = stmt.on_duplicate_key_update(set_ or {keys[0]: table.c[keys[0]]})
         return upserted
+
+    def insert_after_insert(self, table: Table, column: str) -> Insert:
+        return _insert_after_insert(table, column)
 
     async def take_migration_lock(
         self, conn: AsyncConnection, lock_timeout: float = MIGRATION_LOCK_TIMEOUT_S

@@ -25,6 +25,10 @@ class _NoInsertedId(RuntimeError):
     """The server reported no id for an INSERT (raised after a complete round trip)."""
 
 
+class _MissingResult(RuntimeError):
+    """A multi-statement packet's answer ended early (raised before COMMIT was read)."""
+
+
 class MySQLExecutor:
     """`fetch` / `write` / `insert_id` / `steps` on asyncmy lanes in autocommit."""
 
@@ -95,6 +99,13 @@ class MySQLExecutor:
             return await _inserted_id(await self._execute(lane.driver, sql, arguments))
 
     async def steps(self, steps: Sequence[Step]) -> list[int | None]:
+        if any(callable(step.values) for step in steps):
+            return await self._steps_in_turn(steps)
+        return await self._steps_in_one_packet(steps)
+
+    async def _steps_in_turn(self, steps: Sequence[Step]) -> list[int | None]:
+        """A round trip per statement: a step's values wait for the id the one before it
+        inserted."""
         ids: list[int | None] = []
         previous: int | None = None
         async with self._lanes.lane("BEGIN") as lane:
@@ -118,6 +129,48 @@ class MySQLExecutor:
                 raise
         return ids
 
+    async def _steps_in_one_packet(self, steps: Sequence[Step]) -> list[int | None]:
+        """BEGIN, the statements and COMMIT sent as one multi-statement packet (asyncmy
+        always connects with CLIENT_MULTI_STATEMENTS): one round trip for the transaction.
+
+        Each statement is the text asyncmy's `execute` would send (its own `mogrify`, the
+        same escaping). The server stops at the first statement that fails, leaving the
+        transaction open, so a failure reads as it would alone and is rolled back. Once
+        sent, the packet runs whole on the server even if the lane is dropped meanwhile
+        (cancelled, killed): committed, or with a failed statement rolled back, never half.
+        """
+        values = [step.values_after(None) for step in steps]
+        compiled = [
+            self._statements.get(step.stmt, v).arguments(v)
+            for step, v in zip(steps, values, strict=True)
+        ]
+        ids: list[int | None] = []
+        async with self._lanes.lane("BEGIN") as lane:
+            driver = lane.driver
+            cursor = driver.cursor()
+            texts = [cursor.mogrify(sql, arguments) for sql, arguments in compiled]
+            packet = ";\n".join(["BEGIN", *texts, "COMMIT"])
+            limit = self._packet_limits.get(driver)
+            size = sum(statement_size(sql, arguments) for sql, arguments in compiled)
+            if limit is not None and (too_large := packet_too_large(size, limit)):
+                raise too_large
+            try:
+                await cursor.execute(packet)
+                for step, (sql, _) in zip(steps, compiled, strict=True):
+                    lane.sql = sql
+                    await _next_result(cursor)
+                    ids.append(await _reported_id(cursor) if step.returns_id else None)
+                lane.sql = "COMMIT"
+                await _next_result(cursor)
+            except Exception:
+                await _roll_back(driver)
+                raise
+        # Read only once COMMIT's answer is in: the packet held it, so an id missing here
+        # cannot take the rows back (and no server leaves one out).
+        if any(step.returns_id and id_ is None for step, id_ in zip(steps, ids, strict=True)):
+            raise _NoInsertedId("the database wrote the rows but did not report an id")
+        return ids
+
     def refuse(self) -> None:
         self._lanes.refuse()
 
@@ -127,6 +180,13 @@ class MySQLExecutor:
 
 
 async def _inserted_id(cursor: Any) -> int:
+    reported = await _reported_id(cursor)
+    if reported is None:
+        raise _NoInsertedId("the database did not report the inserted row's id")
+    return reported
+
+
+async def _reported_id(cursor: Any) -> int | None:
     """The id an INSERT or upsert reports: its RETURNING row where the dialect compiled
     one, else lastrowid (our MySQL upsert sets `id = LAST_INSERT_ID(id)`, so an existing
     row reports its own id; 0 means none)."""
@@ -136,7 +196,13 @@ async def _inserted_id(cursor: Any) -> int:
             return int(rows[0][0])
     elif cursor.lastrowid:
         return int(cursor.lastrowid)
-    raise _NoInsertedId("the database did not report the inserted row's id")
+    return None
+
+
+async def _next_result(cursor: Any) -> None:
+    """Read the next statement's result of a multi-statement packet (its error, if any)."""
+    if not await cursor.nextset():
+        raise _MissingResult("the server answered fewer statements than the packet held")
 
 
 async def _roll_back(driver: Any) -> None:
