@@ -17,9 +17,11 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from slack_agents_sa import Provider
-from slack_agents_sa.errors import InvalidValueError
+from slack_agents_sa.errors import ConnectionLostError, InvalidValueError
 from slack_agents_sa.executors import Step
+from slack_agents_sa.executors import mysql as mysql_executor
 from slack_agents_sa.models import Block, KeyValueEntry, metadata, table_of
+from tests.databases import MYSQL, backend_params
 
 _blocks = table_of(Block)
 _entries = table_of(KeyValueEntry)
@@ -152,3 +154,50 @@ async def test_steps_too_large_together_for_the_server_are_refused_before_sendin
         assert await _keys(provider) == ["a", "b"]
     await provider.db.steps([_entry("c")])
     assert "c" in await _keys(provider)
+
+
+async def test_steps_whose_escaped_text_is_too_large_are_refused_before_sending(
+    provider: Provider,
+) -> None:
+    """Backslashes count twice once escaped (in the JSON, then again in the statement MySQL
+    receives): the check measures the packet as sent, so the server never drops the
+    connection for it."""
+    text = "\\" * (3 * 1024 * 1024)
+    steps = [_entry("a", {"text": text}), _entry("b", {"text": text})]
+    try:
+        await provider.db.steps(steps)
+    except InvalidValueError as error:
+        assert provider.db.dialect_name in ("mysql", "mariadb")
+        assert "max_allowed_packet is" in str(error)
+        assert await _keys(provider) == []
+    else:
+        assert await _keys(provider) == ["a", "b"]
+    await provider.db.steps([_entry("c")])
+    assert "c" in await _keys(provider)
+
+
+@pytest.mark.parametrize("fresh_url", backend_params([MYSQL]), indirect=True)
+async def test_an_error_of_ours_between_the_servers_answers_drops_the_connection(
+    provider: Provider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server runs the whole packet, COMMIT included, whatever the executor does after
+    sending it: a ROLLBACK then would not take the rows back. The connection is dropped
+    and the call is a lost connection, its rows whole; the next call works."""
+    assert provider.db.executor_kind == "native"
+    reported_id = mysql_executor._reported_id
+
+    async def failing(cursor: Any) -> int | None:
+        await reported_id(cursor)
+        raise RuntimeError("an error of ours while reading the answers")
+
+    _, message_id = await _message(provider)
+    monkeypatch.setattr(mysql_executor, "_reported_id", failing)
+    row = {"message_id": message_id, "block_type": "text", "in_history": True, "content": None}
+    with pytest.raises(ConnectionLostError, match="took effect entirely or not at all"):
+        await provider.db.steps([Step(insert(_blocks), row, returns_id=True), _entry("a")])
+    monkeypatch.undo()
+    assert await _keys(provider) == ["a"]  # whole: the server committed the packet
+    blocks = await provider.db.fetch(select(_blocks.c.id))
+    assert len(blocks) == 1
+    await provider.db.steps([_entry("b")])
+    assert await _keys(provider) == ["a", "b"]

@@ -16,8 +16,9 @@ from sqlalchemy import ClauseElement
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from slack_agents_sa.executors.base import DatabaseRules, LanePolicy, Step, Values
+from slack_agents_sa.executors.errors import fault_of
 from slack_agents_sa.executors.lanes import Lanes
-from slack_agents_sa.executors.packets import packet_too_large, statement_size
+from slack_agents_sa.executors.packets import packet_too_large, sent_size, statement_size
 from slack_agents_sa.executors.statement_cache import StatementCache
 
 
@@ -43,6 +44,7 @@ class MySQLExecutor:
     ) -> None:
         self._statements = statements
         self._engine = lane_engine
+        self._rules = rules
         # Each lane's max_allowed_packet (the server's value when the lane connected).
         self._packet_limits: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._lanes = Lanes(lane_engine, rules, policy, self._set_up)
@@ -136,8 +138,8 @@ class MySQLExecutor:
         Each statement is the text asyncmy's `execute` would send (its own `mogrify`, the
         same escaping). The server stops at the first statement that fails, leaving the
         transaction open, so a failure reads as it would alone and is rolled back. Once
-        sent, the packet runs whole on the server even if the lane is dropped meanwhile
-        (cancelled, killed): committed, or with a failed statement rolled back, never half.
+        sent, the packet's transaction is the server's to end, whatever becomes of the lane
+        (cancelled, killed): committed or rolled back, never half.
         """
         values = [step.values_after(None) for step in steps]
         compiled = [
@@ -151,8 +153,8 @@ class MySQLExecutor:
             texts = [cursor.mogrify(sql, arguments) for sql, arguments in compiled]
             packet = ";\n".join(["BEGIN", *texts, "COMMIT"])
             limit = self._packet_limits.get(driver)
-            size = sum(statement_size(sql, arguments) for sql, arguments in compiled)
-            if limit is not None and (too_large := packet_too_large(size, limit)):
+            # The text as sent: escaping doubles quotes and backslashes.
+            if limit is not None and (too_large := packet_too_large(sent_size(packet), limit)):
                 raise too_large
             try:
                 await cursor.execute(packet)
@@ -162,8 +164,14 @@ class MySQLExecutor:
                     ids.append(await _reported_id(cursor) if step.returns_id else None)
                 lane.sql = "COMMIT"
                 await _next_result(cursor)
-            except Exception:
-                await _roll_back(driver)
+            except Exception as error:
+                if fault_of(error, self._rules) is None:
+                    # Ours, between two of the server's answers: a ROLLBACK now would first
+                    # read the answers left, COMMIT's included. Dropping the connection
+                    # leaves the outcome to the server (a lost connection, to the caller).
+                    driver.close()
+                else:
+                    await _roll_back(driver)  # the server stopped at that statement
                 raise
         # Read only once COMMIT's answer is in: the packet held it, so an id missing here
         # cannot take the rows back (and no server leaves one out).

@@ -29,6 +29,14 @@ def packet_too_large(size: int, limit: int) -> InvalidValueError | None:
     )
 
 
+def sent_size(text_value: str) -> int:
+    """Bytes of a statement the driver has already rendered, values inlined and escaped
+    (bytes values are inlined as surrogate escapes, sent as the bytes they stand for)."""
+    if text_value.isascii():
+        return len(text_value)
+    return len(text_value.encode("utf-8", "surrogateescape"))
+
+
 def utf8_size(text_value: str) -> int:
     return len(text_value) if text_value.isascii() else len(text_value.encode("utf-8"))
 
