@@ -4,8 +4,9 @@ Every call, a whole transaction included, is one callable on that thread: one th
 where SQLAlchemy over aiosqlite takes three or four per statement (issue 11 measured this
 path at ~0.3x the host's aiosqlite provider, SQLAlchemy's at ~1.9x). SQLite writes one at
 a time anyway, so one connection loses nothing, and the writes that queue together share
-one commit (`executors.sqlite_worker`). The engine (migrations, CLI, host sessions) keeps
-its own aiosqlite connection to the same file.
+one commit (`executors.sqlite_worker`). A short read while the worker is idle skips the
+hop (`executors.sqlite_reader`). The engine (migrations, CLI, host sessions) keeps its own
+aiosqlite connection to the same file.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from slack_agents_sa.executors.base import DatabaseRules, Fault, Step, Values
 from slack_agents_sa.executors.compiled import CompiledStatement
 from slack_agents_sa.executors.errors import fault_of, raise_translated
 from slack_agents_sa.executors.sqlite_connection import StatementDeadline, connect
+from slack_agents_sa.executors.sqlite_reader import InlineReader
 from slack_agents_sa.executors.sqlite_worker import Job, JobKind, WorkerThread
 from slack_agents_sa.executors.statement_cache import StatementCache
 
@@ -84,6 +86,7 @@ class SQLiteExecutor:
         # calls: the cache's dicts are not meant for two threads at once.
         self._compiling = threading.Lock()
         self._worker = WorkerThread(self._handle, "slack_agents_sa-sqlite")
+        self._reader = InlineReader(path, statement_timeout)
         self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
         self._closed = False  # no new call (set on the loop)
         self._ended = False  # the connection is closed for good (set on the worker)
@@ -284,9 +287,11 @@ class SQLiteExecutor:
         compiled = self._compiled(stmt, values)
         # Bound in the loop thread: a value that cannot be stored raises before the hop.
         sql, arguments = compiled.arguments(values)
-        raw = await self._run(
-            JobKind.READ, [sql], lambda conn: conn.execute(sql, arguments).fetchall()
-        )
+        raw = self._reader.read(sql, arguments) if self._worker.idle else None
+        if raw is None:
+            raw = await self._run(
+                JobKind.READ, [sql], lambda conn: conn.execute(sql, arguments).fetchall()
+            )
         return compiled.rows(raw)
 
     async def write(self, stmt: ClauseElement, values: Values) -> int:
@@ -348,6 +353,7 @@ class SQLiteExecutor:
         if self._closed:
             return
         self._closed = True  # first: no call queues behind the close
+        self._reader.close()
         await self._submit(JobKind.CLOSE, [""], lambda _conn: None)
         # The worker is idle now (calls before ours ran first): joining it is immediate.
         self._worker.stop()

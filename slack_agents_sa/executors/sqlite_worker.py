@@ -80,18 +80,26 @@ class WorkerThread:
         self._ready = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._unfinished = 0  # jobs queued or in the batch running
+
+    @property
+    def idle(self) -> bool:
+        """No job queued and none running: everything submitted so far is settled."""
+        return self._unfinished == 0
 
     def submit(self, job: Job) -> None:
         with self._ready:
             if self._stopping:
                 raise RuntimeError("the SQLite worker thread has stopped")
-            self._jobs.append(job)
             if self._thread is None:
                 # A daemon, so a provider never closed does not keep the process alive; at
                 # exit, `stop` (registered with atexit) still serves what is queued first.
-                self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+                thread.start()
+                self._thread = thread
                 atexit.register(self.stop)
+            self._jobs.append(job)
+            self._unfinished += 1
             self._ready.notify()
 
     def stop(self) -> None:
@@ -119,6 +127,8 @@ class WorkerThread:
                 # Whatever `handle` did is in doubt: no job may be told it succeeded.
                 for job in batch:
                     job.fail(error)
+            with self._ready:
+                self._unfinished -= len(batch)
             with contextlib.suppress(BaseException):  # the thread must outlive any one batch
                 _deliver(batch)
 
