@@ -89,15 +89,18 @@ async def test_executor_kind_is_native_by_default_where_a_native_executor_exists
     assert provider.db.executor_kind == expected
 
 
-@pytest.mark.parametrize("backend", backend_params(NATIVE_BACKENDS))
-async def test_executor_native_named_explicitly_is_native(
-    backend: Backend, server_databases: dict[Backend, URL], tmp_path: Path
-) -> None:
+@pytest.fixture
+def native_url(backend: Backend, server_databases: dict[Backend, URL], tmp_path: Path) -> str:
+    """The backend's database URL, made before the test's event loop runs (making a scratch
+    database runs a loop of its own)."""
     if backend.storage == "file":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'agents.db'}"
-    else:
-        url = server_databases[backend].render_as_string(hide_password=False)
-    async with opened_provider(url, executor="native") as storage:
+        return f"sqlite+aiosqlite:///{tmp_path / 'agents.db'}"
+    return server_databases[backend].render_as_string(hide_password=False)
+
+
+@pytest.mark.parametrize("backend", backend_params(NATIVE_BACKENDS))
+async def test_executor_native_named_explicitly_is_native(native_url: str) -> None:
+    async with opened_provider(native_url, executor="native") as storage:
         assert storage.db.executor_kind == "native"
         await storage.set("ns", "k", {"v": 1})
         assert await storage.get("ns", "k") == {"v": 1}
