@@ -32,6 +32,15 @@ def load_json(text: str | bytes) -> Any:
         return json.loads(text)
 
 
+def load_json_utf8(data: bytes) -> Any:
+    """`load_json(data.decode())`, without the str copy on the usual path: pydantic-core
+    parses UTF-8 bytes as they are (PostgreSQL's `json` codec hands over bytes)."""
+    try:
+        return from_json(data)
+    except ValueError:
+        return json.loads(data.decode())
+
+
 def dump_json(value: Any) -> str:
     """JSON text for the database; NaN and Infinity raise ValueError instead of being written.
 

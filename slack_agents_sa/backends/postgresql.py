@@ -67,6 +67,7 @@ from slack_agents_sa.backends.postgresql_url import (
 )
 from slack_agents_sa.backends.search import PostgreSQLSearch
 from slack_agents_sa.executors.base import Fault
+from slack_agents_sa.types import load_json_utf8
 
 if TYPE_CHECKING:
     from slack_agents_sa.backends.builtin_source import BuiltinSource
@@ -142,6 +143,18 @@ def behind_pgbouncer(url: URL) -> bool:
     this, decides how the provider behaves: see `SessionOptions.pgbouncer`)."""
     return url.get_driver_name() == "asyncpg" and all(
         url.query.get(name) == value for name, value in PGBOUNCER_URL_QUERY.items()
+    )
+
+
+async def _setup_json_codec(conn: Any) -> None:
+    """`json` values decoded straight from the UTF-8 bytes asyncpg receives (binary format:
+    for `json` the same text), and encoded as SQLAlchemy's dialect does."""
+    await conn.driver_connection.set_type_codec(
+        "json",
+        encoder=str.encode,
+        decoder=load_json_utf8,
+        schema="pg_catalog",
+        format="binary",
     )
 
 
@@ -264,6 +277,12 @@ class PostgreSQL(Backend):
 
     def install_connection_hooks(self, engine: AsyncEngine, session: SessionOptions) -> None:
         super().install_connection_hooks(engine, session)
+        dialect = engine.dialect
+        if dialect.driver == "asyncpg":
+            # SQLAlchemy's codec decodes each `json` value's bytes to str, then calls our
+            # deserializer: one copy and two Python calls a value. SQLAlchemy documents this
+            # method as one a third-party dialect overrides; this engine's dialect gets ours.
+            dialect.setup_asyncpg_json_codec = _setup_json_codec  # type: ignore[attr-defined]
 
         @event.listens_for(engine.sync_engine, "handle_error")
         def _server_gone(context: ExceptionContext) -> None:

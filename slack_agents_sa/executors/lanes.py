@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -36,6 +37,37 @@ class Lane:
     opened: float = field(default_factory=time.monotonic)
     #: The statement running, which an error names (a transaction sets it step by step).
     sql: str = ""
+    #: Order of opening: of the free lanes, the lowest rank serves next (`_FreeSlots`).
+    rank: int = 0
+
+
+class _FreeSlots:
+    """The free slots: open lanes oldest first, then slots with no lane open (None).
+
+    Calls one after another, as after a burst of concurrent ones, keep to the same lane,
+    whose prepared statements (asyncpg's cache) and cached plans (PostgreSQL switches a
+    prepared statement to its generic plan after five custom ones, per session) are warm:
+    a LIFO stack handed them whichever lane the burst freed last, cold for the statement.
+    A slot with no lane is taken only when no open lane is free.
+    """
+
+    def __init__(self) -> None:
+        self._queue: asyncio.PriorityQueue[tuple[float, int, Lane | None]] = asyncio.PriorityQueue()
+        self._puts = 0  # a tie-breaker, so that tokens are never compared
+
+    def put_nowait(self, token: Lane | None) -> None:
+        self._puts += 1
+        rank = math.inf if token is None else token.rank
+        self._queue.put_nowait((rank, self._puts, token))
+
+    def get_nowait(self) -> Lane | None:
+        return self._queue.get_nowait()[2]
+
+    async def get(self) -> Lane | None:
+        return (await self._queue.get())[2]
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
 
 
 class Lanes:
@@ -58,11 +90,12 @@ class Lanes:
         self._rules = rules
         self._policy = policy
         self._set_up = set_up
-        # None stands for a slot with no lane open; LIFO, so the warmest lane serves next.
-        self._free: asyncio.LifoQueue[Lane | None] = asyncio.LifoQueue()
+        # None stands for a slot with no lane open; the oldest free lane serves next.
+        self._free = _FreeSlots()
         for _ in range(policy.size):
             self._free.put_nowait(None)
         self._open: set[Lane] = set()
+        self._opened = 0  # lanes opened so far: the next one's rank
         # Invalidations started where nothing may wait for them (see `_forget`).
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -170,7 +203,8 @@ class Lanes:
         except BaseException:
             self._invalidate_later(conn)
             raise
-        lane = Lane(conn, driver)
+        self._opened += 1
+        lane = Lane(conn, driver, rank=self._opened)
         self._open.add(lane)
         return lane
 
