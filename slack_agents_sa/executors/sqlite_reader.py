@@ -29,8 +29,8 @@ STRIKES = 3
 BENCHED_CALLS = 200
 #: At most this many statements remembered (then all forgotten).
 REMEMBERED = 1_000
-#: Page cache of this connection (KiB): another connection's commit empties it anyway.
-CACHE_KIB = 512
+#: A small page cache (512 KiB): another connection's commit empties it anyway.
+_CACHE_SIZE = "PRAGMA cache_size = -512"
 
 #: SQLite's answers for a lock another connection holds (SQLITE_BUSY_RECOVERY and the like).
 _WAIT_ERRORS = ("SQLITE_BUSY", "SQLITE_LOCKED")
@@ -137,7 +137,7 @@ class InlineReader:
         except sqlite3.Error:
             return None
         try:
-            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            conn.execute(_CACHE_SIZE)
             conn.set_progress_handler(self._past_budget, BUDGET_STEPS)
         except sqlite3.Error:
             conn.close()
