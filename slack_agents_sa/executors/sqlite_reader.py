@@ -18,6 +18,8 @@ import time
 import urllib.parse
 from typing import Any
 
+from slack_agents_sa.executors.sqlite_connection import StatementDeadline
+
 #: How long one read may work here before it goes to the worker thread instead.
 BUDGET_S = 0.0005
 #: SQLite VM instructions between two looks at the budget (~0.1 ms of work at most).
@@ -41,10 +43,9 @@ class InlineReader:
 
     __slots__ = (
         "_benched",
-        "_budget",
         "_conn",
+        "_deadline",
         "_ended",
-        "_give_up_at",
         "_lock",
         "_path",
         "_strikes",
@@ -54,10 +55,10 @@ class InlineReader:
     def __init__(self, path: str, statement_timeout: float | None = None) -> None:
         self._path = path
         # Never longer than the statement timeout: past it, the worker reports the timeout.
-        self._budget = BUDGET_S if statement_timeout is None else min(BUDGET_S, statement_timeout)
+        budget = BUDGET_S if statement_timeout is None else min(BUDGET_S, statement_timeout)
+        self._deadline = StatementDeadline(budget)
         self._conn: sqlite3.Connection | None = None
         self._thread: int | None = None
-        self._give_up_at = 0.0
         self._ended = False
         self._lock = threading.Lock()  # a read and `close` never overlap
         self._strikes: dict[str, int] = {}
@@ -75,7 +76,7 @@ class InlineReader:
                 return None
             # CPU time decides what is cheap: a busy machine's preemptions are not the read's.
             worked = time.thread_time()
-            self._give_up_at = time.monotonic() + self._budget
+            self._deadline.start()
             try:
                 rows: list[Any] | None = conn.execute(sql, arguments).fetchall()
             except sqlite3.OperationalError as error:
@@ -84,6 +85,8 @@ class InlineReader:
                 rows = None
             except (sqlite3.Error, UnicodeEncodeError):
                 rows = None
+            finally:
+                self._deadline.clear()
             cheap = rows is not None and time.thread_time() - worked <= CHEAP_S
         if cheap:
             self._strikes.pop(sql, None)
@@ -138,12 +141,9 @@ class InlineReader:
             return None
         try:
             conn.execute(_CACHE_SIZE)
-            conn.set_progress_handler(self._past_budget, BUDGET_STEPS)
+            conn.set_progress_handler(self._deadline, BUDGET_STEPS)
         except sqlite3.Error:
             conn.close()
             return None
         self._conn = conn
         return conn
-
-    def _past_budget(self) -> int:
-        return 1 if time.monotonic() > self._give_up_at else 0
