@@ -116,9 +116,7 @@ class KeyValueMethods(UsesDatabase):
         stored = [row for row in rows if row[0] is None] if len(appended) < len(rows) else []
         appended.sort(key=_ID)
         stored.sort(key=_KEY)
-        for item_id, _, value in appended:
-            value["id"] = str(item_id)
-        results = [row[2] for row in appended]
+        results = [_with_id(item_id, value) for item_id, _, value in appended]
         results += [row[2] for row in stored]
         if not filters:
             return results
