@@ -8,7 +8,13 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from slack_agents_sa.blocks import TOOL_USE, block_content, blocks_of_conversation, in_history
+from slack_agents_sa.blocks import (
+    TOOL_USE,
+    block_content,
+    blocks_of_conversation,
+    in_block_order,
+    in_history,
+)
 from slack_agents_sa.database import UsesDatabase
 from slack_agents_sa.errors import MissingRowError
 from slack_agents_sa.executors import Step
@@ -176,7 +182,7 @@ class ConversationMethods(UsesDatabase):
         Usage blocks and uploaded non-image files are left out (`Block.in_history`).
         """
         conv_id = to_id("conversation_id", conversation_id)
-        rows = await self.db.fetch(_HISTORY, {"conversation_id": conv_id})
+        rows = in_block_order(await self.db.fetch(_HISTORY, {"conversation_id": conv_id}))
         history: list[tuple[int | str, list[dict[str, Any]]]] = []
         current_id: int | None = None
         blocks: list[dict[str, Any]] = []

@@ -8,7 +8,13 @@ from typing import Any
 
 from sqlalchemy import ClauseElement, bindparam, exists, select
 
-from slack_agents_sa.blocks import block_content, blocks, blocks_of_conversation, messages
+from slack_agents_sa.blocks import (
+    block_content,
+    blocks,
+    blocks_of_conversation,
+    in_block_order,
+    messages,
+)
 from slack_agents_sa.database import UsesDatabase
 from slack_agents_sa.models import Conversation, Message
 from slack_agents_sa.validation import check_optional_text, check_text, to_id
@@ -120,7 +126,9 @@ class ExportMethods(UsesDatabase):
     async def get_messages_with_blocks(self, conversation_id: int | str) -> list[dict[str, Any]]:
         """Every message of a conversation with all its blocks (usage included), in one query."""
         conv_id = to_id("conversation_id", conversation_id)
-        rows = await self.db.fetch(_MESSAGES_WITH_BLOCKS, {"conversation_id": conv_id})
+        rows = in_block_order(
+            await self.db.fetch(_MESSAGES_WITH_BLOCKS, {"conversation_id": conv_id})
+        )
         messages: list[dict[str, Any]] = []
         for row in rows:
             if not messages or messages[-1]["id"] != row.message_id:

@@ -12,6 +12,7 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from slack_agents_sa import Provider
+from slack_agents_sa.blocks import in_block_order
 from tests.databases import opened_provider
 
 
@@ -165,6 +166,35 @@ async def test_get_message_blocks_keeps_order_and_leaves_out_usage_and_documents
         ),
         (empty_message, []),
     ]
+
+
+async def test_blocks_written_to_messages_in_turn_come_back_in_order(provider: Provider) -> None:
+    conversation_id, first = await _message(provider)
+    second = await provider.create_message(conversation_id, "U1", "Ann", "ann")
+    for turn in range(4):
+        await provider.append_text_block(first, f"first {turn}")
+        await provider.append_text_block(second, f"second {turn}")
+    history = await provider.get_message_blocks(conversation_id)
+    assert history == [
+        (
+            message,
+            [{"block_type": "text", "content": {"text": f"{name} {turn}"}} for turn in range(4)],
+        )
+        for message, name in ((first, "first"), (second, "second"))
+    ]
+    exported = await provider.get_messages_with_blocks(conversation_id)
+    assert [[block["content"]["text"] for block in message["blocks"]] for message in exported] == [
+        [f"{name} {turn}" for turn in range(4)] for name in ("first", "second")
+    ]
+
+
+def test_rows_a_server_returns_out_of_block_order_are_put_in_order() -> None:
+    # The history statement sorts by message only; a plan that reads a message's blocks
+    # out of index order must not reorder the conversation.
+    rows = [(1, 10, "a"), (1, 11, "b"), (2, None, None), (3, 12, "c"), (3, 13, "d")]
+    assert in_block_order(rows) is rows
+    for shuffled in ([rows[1], rows[0], *rows[2:]], [*rows[:3], rows[4], rows[3]], rows[::-1]):
+        assert in_block_order(shuffled) == rows
 
 
 async def test_get_message_blocks_of_an_unknown_conversation_is_empty(provider: Provider) -> None:
