@@ -13,6 +13,7 @@ import pickle
 import sqlite3
 import weakref
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -37,9 +38,10 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql import ClauseElement
 
-from slack_agents_sa.executors.compiled import CompiledStatement
+from slack_agents_sa.executors.compiled import _MANY_ROWS, CompiledStatement
 from slack_agents_sa.executors.rows import NativeRow, row_class, rows_of
 from slack_agents_sa.executors.statement_cache import StatementCache
+from slack_agents_sa.types import PortableJSON, UTCDateTime
 
 _metadata = MetaData()
 _t = Table(
@@ -443,3 +445,36 @@ def test_both_paths_give_the_same_rows() -> None:
     assert native[0]._asdict() == sqlalchemy_row._asdict()
     assert native[0]._mapping["my col"] == sqlalchemy_row._mapping["my col"] == "a"
     assert native[0] == sqlalchemy_row
+
+
+@pytest.mark.parametrize("count", [0, 1, _MANY_ROWS - 1, _MANY_ROWS, 3 * _MANY_ROWS])
+def test_converted_columns_match_sqlalchemys_rows_few_or_many(count: int) -> None:
+    """Results of many rows are converted column by column, of few row by row: both give
+    SQLAlchemy's own values (JSON parsed, datetimes made aware, NULLs kept)."""
+    table = Table(
+        "converted",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("doc", PortableJSON),
+        Column("at", UTCDateTime),
+        Column("s", String(10)),
+    )
+    engine = create_engine("sqlite://")
+    table.metadata.create_all(engine)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    values = [
+        {"doc": None if n % 3 == 0 else {"n": n}, "at": start + timedelta(seconds=n), "s": f"{n}"}
+        for n in range(count)
+    ]
+    stmt = select(table.c.doc, table.c.id, table.c.at, table.c.s).order_by(table.c.id)
+    with engine.begin() as conn:
+        if values:
+            conn.execute(insert(table), values)
+        result = conn.execute(stmt)
+        theirs = rows_of(list(result.keys()), result.all())
+        raw = conn.exec_driver_sql(str(stmt.compile(dialect=engine.dialect))).fetchall()
+    engine.dispose()
+    native = CompiledStatement(stmt, sqlite.dialect(), frozenset()).rows(raw)
+    assert native == theirs
+    assert [row.doc for row in native] == [value["doc"] for value in values]
+    assert all(row.at.tzinfo is UTC for row in native)
