@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import math
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -277,16 +278,18 @@ async def _cancel_after(call: Awaitable[Any], turns: int | None) -> int | None:
         task.cancel()  # still running only if the hang limit gave up on it
 
 
-def _reads_through_the_worker(provider: Provider) -> bool:
-    """Whether there was an inline reader to close. SQLite's native executor runs a short
-    read on the loop's own thread while its worker is idle: no await point, so nothing to
-    cancel (tests/test_sqlite_inline_reads.py). A read takes the worker's path when the
-    worker is busy; with the inline reader closed, always."""
-    reader = getattr(provider.db._executor, "_reader", None)
-    if reader is None:
-        return False
-    reader.close()
-    return True
+def _runs_through_the_worker(provider: Provider) -> bool:
+    """Whether there were inline connections to close. SQLite's native executor runs a
+    short read, and a write no other call waits with, on the loop's own thread while its
+    worker is idle: no await point, so nothing to cancel (tests/test_sqlite_inline_reads.py,
+    tests/test_sqlite_inline_writes.py). With those connections closed, every call takes
+    the worker's path, the one with await points."""
+    executor = provider.db._executor
+    inline = [getattr(executor, name, None) for name in ("_reader", "_writer")]
+    for connection in inline:
+        if connection is not None:
+            connection.close()
+    return any(connection is not None for connection in inline)
 
 
 def _cancelled_after(turns: int | None) -> str:
@@ -331,17 +334,18 @@ async def test_a_call_cancelled_at_any_await_point_leaves_the_provider_working(
         return taken
 
     cancelled = 0
+    attempts = itertools.count()  # each attempt's own k: a write's value names its attempt
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        observed = await attempt(0, None)
+        observed = await attempt(next(attempts), None)
         assert observed is not None
-        if observed <= 1 and _reads_through_the_worker(provider):
-            # Done in the task's first turn: read inline, with nothing to cancel. Its
+        if observed <= 1 and _runs_through_the_worker(provider):
+            # Done in the task's first turn: run inline, with nothing to cancel. Its
             # other path, the worker's, is the one with await points.
-            observed = await attempt(0, None)
+            observed = await attempt(next(attempts), None)
             assert observed is not None
-        for k in _points(observed, every=1, most=CALL_POINTS):
-            if await attempt(k, k) is not None:
+        for turns in _points(observed, every=1, most=CALL_POINTS):
+            if await attempt(next(attempts), turns) is not None:
                 break
             cancelled += 1
         gc.collect()

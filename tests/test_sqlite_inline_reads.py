@@ -156,8 +156,8 @@ async def test_close_closes_the_inline_connection(tmp_path: Path) -> None:
     async with opened_provider(f"sqlite:///{tmp_path / 'c.db'}") as p:
         assert await p.get("ns", "k") is None
         reader = _executor(p)._reader
-        assert reader._conn is not None
-    assert reader._conn is None
+        assert reader.is_open
+    assert not reader.is_open
 
 
 async def test_a_read_arriving_while_a_write_runs_waits_for_its_commit(

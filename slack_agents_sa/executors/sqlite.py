@@ -1,12 +1,13 @@
 """SQLite's native executor: one worker thread owning one `sqlite3` connection.
 
 Every call, a whole transaction included, is one callable on that thread: one thread hop,
-where SQLAlchemy over aiosqlite takes three or four per statement (issue 11 measured this
-path at ~0.3x the host's aiosqlite provider, SQLAlchemy's at ~1.9x). SQLite writes one at
-a time anyway, so one connection loses nothing, and the writes that queue together share
-one commit (`executors.sqlite_worker`). A short read while the worker is idle skips the
-hop (`executors.sqlite_reader`). The engine (migrations, CLI, host sessions) keeps its own
-aiosqlite connection to the same file.
+where SQLAlchemy over aiosqlite takes three or four per statement (measured at ~0.3x the
+host's aiosqlite provider, SQLAlchemy's path at ~1.9x). SQLite writes one at a time anyway,
+so one connection loses nothing, and the writes that queue together share one commit
+(`executors.sqlite_worker`). While the worker is idle, a short read skips the hop
+(`executors.sqlite_reader`), and so does a write when no other call waits for the worker
+either (`executors.sqlite_inline`). The engine (migrations, CLI, host sessions) keeps its
+own aiosqlite connection to the same file.
 """
 
 from __future__ import annotations
@@ -25,31 +26,18 @@ from slack_agents_sa.errors import ProviderClosedError
 from slack_agents_sa.executors.base import DatabaseRules, Fault, Step, Values
 from slack_agents_sa.executors.compiled import CompiledStatement
 from slack_agents_sa.executors.errors import fault_of, raise_translated
-from slack_agents_sa.executors.sqlite_connection import StatementDeadline, connect
+from slack_agents_sa.executors.sqlite_connection import (
+    StatementDeadline,
+    begin_immediate,
+    commit,
+    connect,
+    inserted_id,
+    row_count,
+)
+from slack_agents_sa.executors.sqlite_inline import CHECKPOINT, InlineWriter, Missed
 from slack_agents_sa.executors.sqlite_reader import InlineReader
 from slack_agents_sa.executors.sqlite_worker import Job, JobKind, WorkerThread
 from slack_agents_sa.executors.statement_cache import StatementCache
-
-
-def _inserted_id(cursor: sqlite3.Cursor) -> int:
-    """The id an INSERT's RETURNING gave (our upserts), else the plain INSERT's rowid."""
-    # Plain inserts compile without implicit RETURNING on SQLite: lastrowid is the key.
-    if cursor.description is not None:
-        row = cursor.fetchone()
-        cursor.fetchall()  # finish the statement, so the connection holds no open cursor
-        if row is None:  # pragma: no cover - an upsert's RETURNING always gives its row
-            raise RuntimeError("the database did not report the inserted row's id")
-        return int(row[0])
-    if cursor.lastrowid is None:  # pragma: no cover - set by every INSERT
-        raise RuntimeError("the database did not report the inserted row's id")
-    return int(cursor.lastrowid)
-
-
-def _row_count(cursor: sqlite3.Cursor) -> int:
-    if cursor.description is not None:
-        # A RETURNING statement: the count is final once its rows are read.
-        cursor.fetchall()
-    return cursor.rowcount
 
 
 class SQLiteExecutor:
@@ -87,6 +75,9 @@ class SQLiteExecutor:
         self._compiling = threading.Lock()
         self._worker = WorkerThread(self._handle, "slack_agents_sa-sqlite")
         self._reader = InlineReader(path, statement_timeout)
+        self._writer = InlineWriter(path, self._pragmas, statement_timeout)
+        self._waiting = 0  # calls awaiting the worker (settled ones until they resume)
+        self._calls = 0  # calls made so far, to tell whether others came meanwhile
         self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
         self._closed = False  # no new call (set on the loop)
         self._ended = False  # the connection is closed for good (set on the worker)
@@ -105,7 +96,48 @@ class SQLiteExecutor:
         """
         if self._closed:
             raise ProviderClosedError("the provider is closed: its connection is gone")
-        return await self._submit(kind, statement, work)
+        self._calls += 1
+        self._waiting += 1
+        try:
+            return await self._submit(kind, statement, work)
+        finally:
+            self._waiting -= 1
+
+    def _written_here[T](self, outcome: tuple[T] | Missed) -> tuple[T] | None:
+        """A write's outcome on the loop's thread, or None: it goes to the worker."""
+        if isinstance(outcome, Missed):
+            return None
+        if self._writer.due_checkpoint():
+            self._checkpoint_later()
+        return outcome
+
+    def _checkpoint_later(self) -> None:
+        """Have the worker fold the log into the database file (the inline writer never
+        does); nobody waits for it, and a failure only leaves the log longer."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_ignored)
+        self._worker.submit(
+            Job(
+                JobKind.CHECKPOINT,
+                lambda conn: conn.execute(CHECKPOINT).fetchall(),
+                [CHECKPOINT],
+                future,
+            )
+        )
+
+    def _may_write_here(self) -> bool:
+        return self._waiting == 0 and self._worker.idle and not self._closed
+
+    async def _writes_here(self) -> bool:
+        """Whether a write runs on the loop's thread: the worker idle, nobody waiting for it,
+        and no other call made while this one let the loop run once. Calls made together go
+        to the worker instead, whose batches share one commit."""
+        if not self._may_write_here():
+            return False
+        self._calls += 1
+        mine = self._calls
+        await asyncio.sleep(0)
+        return self._calls == mine and self._may_write_here()
 
     async def _submit[T](
         self, kind: JobKind, statement: list[str], work: Callable[[sqlite3.Connection], T]
@@ -127,7 +159,7 @@ class SQLiteExecutor:
             else:
                 live.append(job)
         if sum(job.writes for job in live) >= 2 and not any(
-            job.kind is JobKind.CLOSE for job in live
+            job.kind in _ALONE_KINDS for job in live
         ):
             self._together(live)
             return
@@ -152,7 +184,7 @@ class SQLiteExecutor:
         """Run `jobs` in order in one transaction, committed once (see the class)."""
         try:
             conn = self._connection()
-            _begin(conn)
+            begin_immediate(conn)
         except (sqlite3.Error, UnicodeEncodeError) as error:
             # No write ran. Alone, each would wait for the same lock in turn (or fail to
             # open the same file): each gets an error of its own for it now instead.
@@ -175,7 +207,7 @@ class SQLiteExecutor:
                         self._alone(other)
                 return
         try:
-            self._call(["COMMIT"], _commit)
+            self._call(["COMMIT"], commit)
         except BaseException:
             # Reads too: what they saw was never committed.
             self._roll_back()
@@ -214,7 +246,7 @@ class SQLiteExecutor:
 
     def _transaction(self, job: Job, conn: sqlite3.Connection) -> Any:
         """`job.work` between BEGIN IMMEDIATE and COMMIT, rolled back on any error."""
-        _begin(conn)
+        begin_immediate(conn)
         try:
             result = job.work(conn)
             job.statement.append("COMMIT")
@@ -287,6 +319,7 @@ class SQLiteExecutor:
         compiled = self._compiled(stmt, values)
         # Bound in the loop thread: a value that cannot be stored raises before the hop.
         sql, arguments = compiled.arguments(values)
+        self._calls += 1
         raw = self._reader.read(sql, arguments) if self._worker.idle else None
         if raw is None:
             raw = await self._run(
@@ -296,21 +329,31 @@ class SQLiteExecutor:
 
     async def write(self, stmt: ClauseElement, values: Values) -> int:
         sql, arguments = self._compiled(stmt, values).arguments(values)
-        return await self._run(
-            JobKind.STATEMENT, [sql], lambda conn: _row_count(conn.execute(sql, arguments))
-        )
+        return await self._statement(sql, lambda conn: row_count(conn.execute(sql, arguments)))
 
     async def insert_id(self, stmt: ClauseElement, values: Values) -> int:
         sql, arguments = self._compiled(stmt, values).arguments(values)
-        return await self._run(
-            JobKind.STATEMENT, [sql], lambda conn: _inserted_id(conn.execute(sql, arguments))
-        )
+        return await self._statement(sql, lambda conn: inserted_id(conn.execute(sql, arguments)))
+
+    async def _statement(self, sql: str, work: Callable[[sqlite3.Connection], int]) -> int:
+        """One statement committing by itself: here when `_writes_here()`, else on the worker."""
+        if await self._writes_here():
+            done = self._written_here(self._writer.write(work))
+            if done is not None:
+                return done[0]
+        return await self._run(JobKind.STATEMENT, [sql], work)
 
     async def steps(self, steps: Sequence[Step]) -> list[int | None]:
         if not steps:
             return []
         values = steps[0].values_after(None)
         first = self._compiled(steps[0].stmt, values).arguments(values)
+        if await self._writes_here():
+            done = self._written_here(
+                self._writer.transaction(lambda conn: self._steps(conn, steps, first, []))
+            )
+            if done is not None:
+                return done[0]
         statement = ["BEGIN IMMEDIATE"]
         return await self._run(
             JobKind.TRANSACTION,
@@ -325,7 +368,7 @@ class SQLiteExecutor:
         first: tuple[str, list[Any]],
         statement: list[str],
     ) -> list[int | None]:
-        # Runs on the worker thread, inside a transaction.
+        # Runs inside a transaction, on the worker's thread or the loop's.
         ids: list[int | None] = []
         previous: int | None = None
         for index, step in enumerate(steps):
@@ -337,7 +380,7 @@ class SQLiteExecutor:
             statement.append(sql)
             cursor = conn.execute(sql, arguments)
             if step.returns_id:
-                previous = _inserted_id(cursor)
+                previous = inserted_id(cursor)
                 ids.append(previous)
             else:
                 ids.append(None)
@@ -354,18 +397,16 @@ class SQLiteExecutor:
             return
         self._closed = True  # first: no call queues behind the close
         self._reader.close()
+        self._writer.close()
         await self._submit(JobKind.CLOSE, [""], lambda _conn: None)
         # The worker is idle now (calls before ours ran first): joining it is immediate.
         self._worker.stop()
 
 
-def _begin(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        # Never BEGIN inside a transaction left open (as `sqlite_transaction`).
-        conn.execute("ROLLBACK")
-    # IMMEDIATE takes the write lock up front (see `SQLite.write_transaction_options`).
-    conn.execute("BEGIN IMMEDIATE")
+#: Jobs run by themselves, never in a batch's transaction.
+_ALONE_KINDS = (JobKind.CLOSE, JobKind.CHECKPOINT)
 
 
-def _commit(conn: sqlite3.Connection) -> None:
-    conn.execute("COMMIT")
+def _ignored(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: a failed checkpoint is not an error to report

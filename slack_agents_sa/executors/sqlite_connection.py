@@ -67,12 +67,17 @@ class StatementDeadline:
 
 
 def connect(
-    path: str, pragmas: Sequence[str], lock_wait: float, deadline: StatementDeadline | None
+    path: str,
+    pragmas: Sequence[str],
+    lock_wait: float,
+    deadline: StatementDeadline | None,
+    *,
+    check_same_thread: bool = True,
 ) -> sqlite3.Connection:
     """A connection set up as the SQLite backend sets up a file database's (`pragmas`)."""
     # isolation_level=None: the sqlite3 module opens no transactions, so each statement
     # commits by itself and `steps` spells BEGIN IMMEDIATE ... COMMIT itself.
-    conn = sqlite3.connect(path, isolation_level=None)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
     try:
         set_up_connection(conn.execute, pragmas, lock_wait, time.sleep)
         if deadline is not None:
@@ -81,3 +86,39 @@ def connect(
         conn.close()
         raise
     return conn
+
+
+def inserted_id(cursor: sqlite3.Cursor) -> int:
+    """The id an INSERT's RETURNING gave (our upserts), else the plain INSERT's rowid."""
+    # Plain inserts compile without implicit RETURNING on SQLite: lastrowid is the key.
+    if cursor.description is not None:
+        row = cursor.fetchone()
+        cursor.fetchall()  # finish the statement, so the connection holds no open cursor
+        if row is None:  # pragma: no cover - an upsert's RETURNING always gives its row
+            raise RuntimeError("the database did not report the inserted row's id")
+        return int(row[0])
+    if cursor.lastrowid is None:  # pragma: no cover - set by every INSERT
+        raise RuntimeError("the database did not report the inserted row's id")
+    return int(cursor.lastrowid)
+
+
+def row_count(cursor: sqlite3.Cursor) -> int:
+    """The rows a statement changed (or returned: RETURNING)."""
+    if cursor.description is not None:
+        # A RETURNING statement: the count is final once its rows are read.
+        cursor.fetchall()
+    return cursor.rowcount
+
+
+def begin_immediate(conn: sqlite3.Connection) -> None:
+    """Open a write transaction, taking the write lock now."""
+    if conn.in_transaction:
+        # Never BEGIN inside a transaction left open (as `sqlite_transaction`).
+        conn.execute("ROLLBACK")
+    # IMMEDIATE takes the write lock up front (see `SQLite.write_transaction_options`).
+    conn.execute("BEGIN IMMEDIATE")
+
+
+def commit(conn: sqlite3.Connection) -> None:
+    """Commit the open transaction."""
+    conn.execute("COMMIT")

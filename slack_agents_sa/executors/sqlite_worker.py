@@ -33,6 +33,8 @@ class JobKind(enum.Enum):
     STATEMENT = "statement"
     #: Several statements that must commit together (`steps`).
     TRANSACTION = "transaction"
+    #: Fold the write-ahead log into the database file (outside any transaction).
+    CHECKPOINT = "checkpoint"
     #: Close the connection (the executor's last job).
     CLOSE = "close"
 

@@ -1,0 +1,194 @@
+"""SQLite's native executor runs a write on the event loop's own thread when its worker is
+idle, no call waits for it, and no other call comes while the write lets the loop run
+once; writes that come together go to the worker, whose batches share one commit. A write
+refused there (a lock, past its budget, an error) runs on the worker as before. A spy on
+the worker's `submit` shows which path each call took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Integer, bindparam, text
+
+from slack_agents_sa import Provider
+from slack_agents_sa.errors import MissingRowError
+from slack_agents_sa.executors.sqlite import SQLiteExecutor
+from slack_agents_sa.executors.sqlite_inline import CHECKPOINT_EVERY
+from slack_agents_sa.executors.sqlite_worker import Job, JobKind
+from tests.databases import opened_provider
+from tests.test_faults import LOCK_HOLDER
+
+#: A test body not done after this many seconds is hung.
+WAIT_S = 60
+#: Rows of one INSERT that takes SQLite milliseconds: far past the inline budget.
+LONG_ROWS = 200_000
+_INSERT_COUNTED = text(
+    "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < :rows) "
+    "INSERT INTO host_rows SELECT n FROM c"
+).bindparams(bindparam("rows", type_=Integer()))
+
+
+@pytest.fixture
+async def storage(tmp_path: Path) -> AsyncIterator[Provider]:
+    async with asyncio.timeout(WAIT_S), opened_provider(f"sqlite:///{tmp_path / 'w.db'}") as p:
+        assert p.db.executor_kind == "native"
+        yield p
+
+
+def _executor(storage: Provider) -> SQLiteExecutor:
+    executor = storage.db._executor
+    assert isinstance(executor, SQLiteExecutor)
+    return executor
+
+
+@pytest.fixture
+def worker_jobs(storage: Provider, monkeypatch: pytest.MonkeyPatch) -> list[JobKind]:
+    """The kind of every job the worker thread was given, in order."""
+    worker = _executor(storage)._worker
+    seen: list[JobKind] = []
+    submit = worker.submit
+
+    def spied(job: Job) -> None:
+        seen.append(job.kind)
+        submit(job)
+
+    monkeypatch.setattr(worker, "submit", spied)
+    return seen
+
+
+def _writes(jobs: list[JobKind]) -> list[JobKind]:
+    return [kind for kind in jobs if kind in (JobKind.STATEMENT, JobKind.TRANSACTION)]
+
+
+async def test_a_write_alone_runs_on_the_loop_thread(
+    storage: Provider, worker_jobs: list[JobKind]
+) -> None:
+    conversation_id = await storage.get_or_create_conversation("bot", "C1", "1.1")
+    message_id = await storage.create_message(conversation_id, "U1", "Ann", "ann")
+    await storage.append_text_block(message_id, "hello")
+    await storage.append_tool_block(
+        message_id,
+        tool_call_id="toolu_1",
+        tool_name="t",
+        tool_input={"q": 1},
+        tool_output="out",
+        is_error=False,
+    )
+    await storage.set("ns", "k", {"v": 1})
+    item_id = await storage.append("ns", "list", {"n": 1})
+    await storage.delete("ns", "k")
+    assert worker_jobs == []
+    assert await storage.get("ns", "k") is None
+    assert await storage.get_list("ns", "list") == [{"n": 1, "id": item_id}]
+    [(_, [text_block, tool_block])] = await storage.get_message_blocks(conversation_id)
+    assert text_block["content"] == {"text": "hello"}
+    assert tool_block["content"]["tool_call_id"] == "toolu_1"
+
+
+async def test_writes_made_together_go_to_the_worker_and_all_land(
+    storage: Provider, worker_jobs: list[JobKind]
+) -> None:
+    await asyncio.gather(*(storage.set("ns", f"k{n}", {"v": n}) for n in range(8)))
+    # Each came while another let the loop run: none was alone.
+    assert len(_writes(worker_jobs)) == 8
+    for n in range(8):
+        assert await storage.get("ns", f"k{n}") == {"v": n}
+    worker_jobs.clear()
+    await storage.set("ns", "after", {"v": 1})  # alone again: here
+    assert _writes(worker_jobs) == []
+
+
+async def test_a_write_refused_here_is_refused_by_the_worker_and_leaves_nothing(
+    storage: Provider, worker_jobs: list[JobKind]
+) -> None:
+    conversation_id = await storage.get_or_create_conversation("bot", "C1", "1.1")
+    with pytest.raises(MissingRowError):
+        await storage.append_text_block(424242, "to no message")
+    with pytest.raises(TypeError, match="cannot store value"):
+        await storage.append_tool_block(
+            await storage.create_message(conversation_id, "U1", "Ann", "ann"),
+            tool_call_id="toolu_1",
+            tool_name="t",
+            tool_input={"not json": {1, 2}},
+            tool_output="",
+            is_error=False,
+        )
+    # The refused write was tried here, then run again by the worker, which reported it.
+    assert _writes(worker_jobs) == [JobKind.STATEMENT, JobKind.TRANSACTION]
+    [(message_id, [])] = await storage.get_message_blocks(conversation_id)
+    assert await storage.get_tool_call("toolu_1") is None
+    worker_jobs.clear()
+    await storage.append_text_block(message_id, "next")
+    assert _writes(worker_jobs) == []
+    [(_, [block])] = await storage.get_message_blocks(conversation_id)
+    assert block["content"] == {"text": "next"}
+
+
+async def test_a_write_past_the_budget_is_taken_back_and_run_once_by_the_worker(
+    storage: Provider, worker_jobs: list[JobKind]
+) -> None:
+    await storage.db.write(text("CREATE TABLE host_rows (n INTEGER)"))
+    worker_jobs.clear()
+    await storage.db.write(_INSERT_COUNTED, {"rows": LONG_ROWS})
+    assert _writes(worker_jobs) == [JobKind.STATEMENT]
+    [row] = await storage.db.fetch(text("SELECT count(*), count(DISTINCT n) FROM host_rows"))
+    assert tuple(row) == (LONG_ROWS, LONG_ROWS)
+
+
+async def test_a_lock_another_process_holds_never_holds_up_the_loop(
+    tmp_path: Path, storage: Provider, worker_jobs: list[JobKind]
+) -> None:
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        LOCK_HOLDER,
+        str(tmp_path / "w.db"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+    assert await holder.stdout.readline() == b"locked\n"
+    write = asyncio.ensure_future(storage.set("ns", "k", {"v": 1}))
+    turns = 0
+    while not _writes(worker_jobs):  # refused here at once, then queued on the worker
+        await asyncio.sleep(0.001)
+        turns += 1
+    await asyncio.sleep(0.2)
+    assert not write.done()  # the worker waits for the lock, the loop runs on
+    holder.stdin.close()
+    assert await holder.wait() == 0
+    await write
+    assert await storage.get("ns", "k") == {"v": 1}
+    worker_jobs.clear()
+    await storage.set("ns", "k", {"v": 2})
+    assert _writes(worker_jobs) == []
+
+
+async def test_the_worker_checkpoints_the_log_of_writes_made_here(
+    storage: Provider, worker_jobs: list[JobKind]
+) -> None:
+    written = 0
+    while worker_jobs.count(JobKind.CHECKPOINT) < 3:
+        await storage.set("ns", f"k{written % 50}", {"v": written})
+        written += 1
+        assert written <= 4 * CHECKPOINT_EVERY, "no checkpoint asked for"
+    # One per CHECKPOINT_EVERY writes made here; a write made while the worker checkpoints
+    # goes to the worker.
+    here = written - len(_writes(worker_jobs))
+    assert here == 3 * CHECKPOINT_EVERY
+    assert len(_writes(worker_jobs)) <= 3
+    await storage.db.settle()
+    assert await storage.get("ns", f"k{(written - 1) % 50}") == {"v": written - 1}
+
+
+async def test_close_closes_the_inline_writer(tmp_path: Path) -> None:
+    async with opened_provider(f"sqlite:///{tmp_path / 'c.db'}") as p:
+        await p.set("ns", "k", {"v": 1})
+        writer = _executor(p)._writer
+        assert writer.is_open
+    assert not writer.is_open
