@@ -205,3 +205,20 @@ def test_the_inline_reader_never_creates_a_missing_database_file(tmp_path: Path)
     assert reader.read("SELECT 1", []) is None
     assert list(tmp_path.iterdir()) == []
     reader.close()
+
+
+async def test_a_costly_read_is_struck_only_while_other_calls_wait(
+    storage: Provider, worker_reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alone, a read past `CHEAP_S` holds nobody up: it stays here. While other calls wait
+    to run after it, it is struck, and benched after STRIKES of them."""
+    monkeypatch.setattr("slack_agents_sa.executors.sqlite_reader.CHEAP_S", -1.0)
+    await storage.set("ns", "k", {"v": 1})
+    for _ in range(2 * STRIKES):
+        assert await storage.get("ns", "k") == {"v": 1}
+    assert worker_reads == []
+    reader = _executor(storage)._reader
+    sql = "SELECT 1"
+    for _ in range(STRIKES):
+        assert reader.read(sql, (), crowded=True) == [(1,)]
+    assert reader.read(sql, (), crowded=True) is None  # benched: the worker's now

@@ -320,7 +320,10 @@ class SQLiteExecutor:
         # Bound in the loop thread: a value that cannot be stored raises before the hop.
         sql, arguments = compiled.arguments(values)
         self._calls += 1
-        raw = self._reader.read(sql, arguments) if self._worker.idle else None
+        raw = None
+        if self._worker.idle:
+            # Calls settled by the worker but not yet resumed run after this read.
+            raw = self._reader.read(sql, arguments, crowded=self._waiting > 0)
         if raw is None:
             raw = await self._run(
                 JobKind.READ, [sql], lambda conn: conn.execute(sql, arguments).fetchall()

@@ -6,9 +6,9 @@ A read tries here only when the worker has nothing queued or running (so it cann
 a call that came earlier), and hands itself to the worker, which runs it as before, when
 it would wait or work long: the connection has no busy timeout, and its progress handler
 stops a statement past its budget of SQLite's work (`executors.sqlite_inline`). A
-statement that keeps costing more than `CHEAP_S` goes to the worker for a while, so
-concurrent calls are not held up behind it. (SQLite's own file reads, slow on a cold disk,
-are not interruptible.)
+statement that keeps costing more than `CHEAP_S` while other calls wait goes to the worker
+for a while, so concurrent calls are not held up behind it. (SQLite's own file reads,
+slow on a cold disk, are not interruptible.)
 """
 
 from __future__ import annotations
@@ -41,10 +41,11 @@ class InlineReader:
         self._strikes: dict[str, int] = {}
         self._benched: dict[str, int] = {}  # statement: calls left on the worker
 
-    def read(self, sql: str, arguments: Any) -> list[Any] | None:
+    def read(self, sql: str, arguments: Any, crowded: bool = True) -> list[Any] | None:
         """The statement's rows, or None when it must run on the worker thread instead
         (another thread's loop, a lock, past the budget, or any error: the worker runs it
-        again and reports that error as every path does)."""
+        again and reports that error as every path does). Costing more than `CHEAP_S` is
+        a strike only when `crowded`: other calls are about to run, and wait for this one."""
         if self._benched and self._on_the_bench(sql):
             return None
         # CPU time decides what is cheap: a busy machine's preemptions are not the read's.
@@ -52,7 +53,7 @@ class InlineReader:
         outcome = self._conn.attempt(lambda conn: conn.execute(sql, arguments).fetchall())
         if outcome is Missed.LOCKED or outcome is Missed.UNAVAILABLE:
             return None  # not the statement's doing: no strike against it
-        if isinstance(outcome, Missed) or time.thread_time() - worked > CHEAP_S:
+        if isinstance(outcome, Missed) or (crowded and time.thread_time() - worked > CHEAP_S):
             # Not at once: a statement's first run here also prepares it.
             self._strike(sql)
         else:
