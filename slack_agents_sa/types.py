@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_core import from_json
 from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Double, Integer, String, Text
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 # What `json.dumps` with these options runs, built once: dumps builds an encoder per call
@@ -126,6 +127,29 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class _SQLiteDateTime(sqlite.DATETIME):
+    """SQLite's DATETIME in SQLAlchemy's default text, written by `datetime.isoformat`:
+    the same text at half the cost of SQLAlchemy's format string (a write binds one or two
+    timestamps). Anything but a plain datetime takes SQLAlchemy's own processor."""
+
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], str | None] | None:
+        theirs = super().bind_processor(dialect)
+        if theirs is None or self._storage_format != _SQLITE_DEFAULT_FORMAT:
+            return theirs  # pragma: no cover - we never set another format
+
+        def process(value: Any) -> str | None:
+            if type(value) is datetime:
+                return value.isoformat(" ", "microseconds")
+            return theirs(value)  # type: ignore[no-any-return]
+
+        return process
+
+
+_SQLITE_DEFAULT_FORMAT = sqlite.DATETIME._storage_format
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """An aware datetime stored as UTC that comes back aware on every dialect.
 
@@ -140,6 +164,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         if dialect.name in _MYSQL_NAMES:
             # Microsecond precision; MySQL's DATETIME keeps whole seconds by default.
             return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(_SQLiteDateTime(timezone=True))  # type: ignore[no-untyped-call]
         return dialect.type_descriptor(DateTime(timezone=True))
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:

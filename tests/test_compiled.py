@@ -13,7 +13,7 @@ import pickle
 import sqlite3
 import weakref
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -478,3 +478,26 @@ def test_converted_columns_match_sqlalchemys_rows_few_or_many(count: int) -> Non
     assert native == theirs
     assert [row.doc for row in native] == [value["doc"] for value in values]
     assert all(row.at.tzinfo is UTC for row in native)
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 12, 7, 17, 54, 19, 914797, tzinfo=UTC),
+        datetime(2026, 1, 2, tzinfo=UTC),  # no microseconds: still six digits
+        datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),  # a three-digit year: padded
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 6, 1, 12, 0, tzinfo=timezone(timedelta(hours=-7))),
+    ],
+)
+def test_sqlite_timestamps_are_the_text_sqlalchemy_writes(moment: datetime) -> None:
+    """UTCDateTime on SQLite writes with `isoformat`: the text of SQLAlchemy's own DATETIME
+    (which reads it back), for every datetime it can hold."""
+    dialect = sqlite.dialect()
+    ours = UTCDateTime().dialect_impl(dialect)
+    write, read = ours.bind_processor(dialect), ours.result_processor(dialect, None)
+    theirs = sqlite.DATETIME().bind_processor(dialect)  # type: ignore[no-untyped-call]
+    assert write is not None and read is not None and theirs is not None
+    written = write(moment)
+    assert written == theirs(moment.astimezone(UTC).replace(tzinfo=None))
+    assert read(written) == moment
