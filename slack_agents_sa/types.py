@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from typing import Any
 
 from pydantic_core import from_json
 from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Double, Integer, String, Text
-from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 # What `json.dumps` with these options runs, built once: dumps builds an encoder per call
@@ -127,27 +128,32 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class _SQLiteDateTime(sqlite.DATETIME):
+@functools.cache
+def _sqlite_datetime() -> type[TypeEngine[datetime]]:
     """SQLite's DATETIME in SQLAlchemy's default text, written by `datetime.isoformat`:
     the same text at half the cost of SQLAlchemy's format string (a write binds one or two
-    timestamps). Anything but a plain datetime takes SQLAlchemy's own processor."""
+    timestamps). Anything but a plain datetime takes SQLAlchemy's own processor. Made on
+    first use, so that an agent on another database never imports SQLite's dialect."""
+    from sqlalchemy.dialects import sqlite
 
-    cache_ok = True
+    default_format = sqlite.DATETIME._storage_format
 
-    def bind_processor(self, dialect: Dialect) -> Callable[[Any], str | None] | None:
-        theirs = super().bind_processor(dialect)
-        if theirs is None or self._storage_format != _SQLITE_DEFAULT_FORMAT:
-            return theirs  # pragma: no cover - we never set another format
+    class SQLiteDateTime(sqlite.DATETIME):
+        cache_ok = True
 
-        def process(value: Any) -> str | None:
-            if type(value) is datetime:
-                return value.isoformat(" ", "microseconds")
-            return theirs(value)  # type: ignore[no-any-return]
+        def bind_processor(self, dialect: Dialect) -> Callable[[Any], str | None] | None:
+            theirs = super().bind_processor(dialect)
+            if theirs is None or self._storage_format != default_format:
+                return theirs  # pragma: no cover - we never set another format
 
-        return process
+            def process(value: Any) -> str | None:
+                if type(value) is datetime:
+                    return value.isoformat(" ", "microseconds")
+                return theirs(value)  # type: ignore[no-any-return]
 
+            return process
 
-_SQLITE_DEFAULT_FORMAT = sqlite.DATETIME._storage_format
+    return SQLiteDateTime
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -165,7 +171,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             # Microsecond precision; MySQL's DATETIME keeps whole seconds by default.
             return dialect.type_descriptor(mysql.DATETIME(fsp=6))
         if dialect.name == "sqlite":
-            return dialect.type_descriptor(_SQLiteDateTime(timezone=True))  # type: ignore[no-untyped-call]
+            return dialect.type_descriptor(_sqlite_datetime()(timezone=True))  # type: ignore[call-arg]
         return dialect.type_descriptor(DateTime(timezone=True))
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
