@@ -19,8 +19,7 @@ from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, func, inser
 
 from slack_agents_sa import Provider
 from slack_agents_sa.errors import LockTimeoutError, MissingRowError, StatementTimeoutError
-from slack_agents_sa.executors import sqlite as sqlite_executor
-from slack_agents_sa.executors import sqlite_connection
+from slack_agents_sa.executors import sqlite_batches, sqlite_connection
 from slack_agents_sa.executors.base import Step
 from slack_agents_sa.executors.sqlite import SQLiteExecutor
 from slack_agents_sa.executors.sqlite_worker import JobKind
@@ -60,7 +59,7 @@ def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         conn.set_trace_callback(seen.append)
         return conn
 
-    monkeypatch.setattr(sqlite_executor, "connect", traced)
+    monkeypatch.setattr(sqlite_batches, "connect", traced)
     return seen
 
 

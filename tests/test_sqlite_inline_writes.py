@@ -8,8 +8,10 @@ the worker's `submit` shows which path each call took.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from sqlalchemy import Integer, bindparam, text
 from slack_agents_sa import Provider
 from slack_agents_sa.errors import MissingRowError
 from slack_agents_sa.executors.sqlite import SQLiteExecutor
-from slack_agents_sa.executors.sqlite_inline import CHECKPOINT_EVERY
+from slack_agents_sa.executors.sqlite_inline import CHECKPOINT_EVERY, InlineWriter, Missed
 from slack_agents_sa.executors.sqlite_worker import Job, JobKind
 from tests.databases import opened_provider
 from tests.test_faults import LOCK_HOLDER
@@ -192,3 +194,50 @@ async def test_close_closes_the_inline_writer(tmp_path: Path) -> None:
         writer = _executor(p)._writer
         assert writer.is_open
     assert not writer.is_open
+
+
+async def test_calls_made_while_a_write_gives_the_loop_its_turn_run_after_it(
+    storage: Provider, worker_jobs: list[JobKind]
+) -> None:
+    """A write made alone gives the loop one turn before it runs here; a call made in that
+    turn sends the write to the worker first, so it never runs ahead of the write."""
+    conversation_id = await storage.get_or_create_conversation("bot", "C1", "1.1")
+    message_id = await storage.create_message(conversation_id, "U1", "Ann", "ann")
+    for n in range(5):
+        _, seen = await asyncio.gather(storage.set("ns", "k", {"v": n}), storage.get("ns", "k"))
+        assert seen == {"v": n}
+        await asyncio.gather(storage.set("ns", "k", {"v": -1}), storage.set("ns", "k", {"v": n}))
+        assert await storage.get("ns", "k") == {"v": n}
+        _, history = await asyncio.gather(
+            storage.append_text_block(message_id, f"t{n}"),
+            storage.get_message_blocks(conversation_id),
+        )
+        [(_, blocks)] = history
+        assert blocks[-1]["content"] == {"text": f"t{n}"}
+    assert JobKind.STATEMENT in worker_jobs  # the held writes went to the worker
+    # With reads on the worker too (the inline reader closed), still in order.
+    _executor(storage)._reader.close()
+    _, seen = await asyncio.gather(storage.set("ns", "k", {"v": 99}), storage.get("ns", "k"))
+    assert seen == {"v": 99}
+
+
+def test_the_inline_writer_never_waits_for_a_lock_even_to_open(tmp_path: Path) -> None:
+    """Opening runs the backend's set-up (its busy timeout, the switch to WAL) with no busy
+    timeout: a lock another connection holds is a miss at once, then the next call opens."""
+    path = tmp_path / "locked.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (n INTEGER)")
+    holder.execute("BEGIN EXCLUSIVE")
+    writer = InlineWriter(str(path), ("PRAGMA busy_timeout = 600000", "PRAGMA journal_mode = WAL"))
+
+    def insert(conn: sqlite3.Connection) -> int:
+        return conn.execute("INSERT INTO t VALUES (1)").rowcount
+
+    try:
+        with ThreadPoolExecutor(1) as pool:  # a hang shows as a timeout, not a stuck run
+            assert pool.submit(writer.write, insert).result(timeout=WAIT_S) is Missed.UNAVAILABLE
+            holder.execute("ROLLBACK")
+            assert pool.submit(writer.write, insert).result(timeout=WAIT_S) == (1,)
+    finally:
+        holder.close()
+        writer.close()

@@ -73,11 +73,14 @@ def connect(
     deadline: StatementDeadline | None,
     *,
     check_same_thread: bool = True,
+    timeout: float = 5.0,
 ) -> sqlite3.Connection:
     """A connection set up as the SQLite backend sets up a file database's (`pragmas`)."""
     # isolation_level=None: the sqlite3 module opens no transactions, so each statement
     # commits by itself and `steps` spells BEGIN IMMEDIATE ... COMMIT itself.
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=check_same_thread, timeout=timeout
+    )
     try:
         set_up_connection(conn.execute, pragmas, lock_wait, time.sleep)
         if deadline is not None:

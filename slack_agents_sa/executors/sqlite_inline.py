@@ -121,8 +121,12 @@ class LoopConnection:
         if self._conn is None and not self._ended:
             try:
                 conn = self._open()
+            except sqlite3.OperationalError as error:
+                if not getattr(error, "sqlite_errorname", "").startswith(_WAIT_ERRORS):
+                    self._ended = True  # it cannot open: the worker serves every call
+                return None  # a lock: the next call tries again
             except sqlite3.Error:
-                self._ended = True  # it failed to open: the worker serves every call
+                self._ended = True
                 return None
             conn.set_progress_handler(self._deadline, BUDGET_STEPS)
             self._conn = conn
@@ -181,14 +185,19 @@ class InlineWriter:
 CHECKPOINT_EVERY = 200
 #: The checkpoint the worker runs: copies what it can, waiting for no reader or writer.
 CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
-#: The writer's own settings, after the backend's: fail at once on a lock, never checkpoint.
-_WRITER_PRAGMAS = ("PRAGMA busy_timeout = 0", "PRAGMA wal_autocheckpoint = 0")
+#: The writer never waits for a lock, from its first statement on (the backend's set-up
+#: would wait), and never checkpoints.
+_NO_WAIT = "PRAGMA busy_timeout = 0"
+_NO_CHECKPOINT = "PRAGMA wal_autocheckpoint = 0"
 
 
 def _open_writer(path: str, pragmas: Sequence[str]) -> sqlite3.Connection:
-    # No wait for a lock at set-up either; check_same_thread=False only so that `close`
-    # may run on another thread.
-    return connect(path, (*pragmas, *_WRITER_PRAGMAS), 0, None, check_same_thread=False)
+    """The backend's connection set-up, without its busy timeout; check_same_thread=False
+    only so that `close` may run on another thread."""
+    own = [pragma for pragma in pragmas if not pragma.startswith("PRAGMA busy_timeout")]
+    return connect(
+        path, (_NO_WAIT, *own, _NO_CHECKPOINT), 0, None, check_same_thread=False, timeout=0
+    )
 
 
 def _in_transaction[T](conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
