@@ -18,6 +18,8 @@ import pytest
 from sqlalchemy import Integer, bindparam, text
 
 from slack_agents_sa import Provider
+from slack_agents_sa.backends import SessionOptions
+from slack_agents_sa.backends.sqlite import connection_pragmas
 from slack_agents_sa.errors import MissingRowError
 from slack_agents_sa.executors.sqlite import SQLiteExecutor
 from slack_agents_sa.executors.sqlite_inline import CHECKPOINT_EVERY, InlineWriter, Missed
@@ -222,13 +224,15 @@ async def test_calls_made_while_a_write_gives_the_loop_its_turn_run_after_it(
 
 
 def test_the_inline_writer_never_waits_for_a_lock_even_to_open(tmp_path: Path) -> None:
-    """Opening runs the backend's set-up (its busy timeout, the switch to WAL) with no busy
-    timeout: a lock another connection holds is a miss at once, then the next call opens."""
+    """The backend's set-up for the inline writer (the switch to WAL included) runs with no
+    busy timeout, whatever `lock_timeout` says: a lock another connection holds is a miss
+    at once, then the next call opens."""
     path = tmp_path / "locked.db"
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("CREATE TABLE t (n INTEGER)")
     holder.execute("BEGIN EXCLUSIVE")
-    writer = InlineWriter(str(path), ("PRAGMA busy_timeout = 600000", "PRAGMA journal_mode = WAL"))
+    session = SessionOptions(lock_timeout=600)
+    writer = InlineWriter(str(path), connection_pragmas(session, is_file=True, waits=False))
 
     def insert(conn: sqlite3.Connection) -> int:
         return conn.execute("INSERT INTO t VALUES (1)").rowcount

@@ -76,10 +76,15 @@ _FAULT_BY_CODE = {
 }
 
 
-def connection_pragmas(session: SessionOptions, is_file: bool) -> tuple[str, ...]:
-    """Every connection's set-up. PRAGMA takes no bound parameters: the one place we spell a
-    number into SQL, an int computed here from a validated option."""
-    pragmas = ("PRAGMA foreign_keys = ON", f"PRAGMA busy_timeout = {_busy_ms(session)}")
+def connection_pragmas(
+    session: SessionOptions, is_file: bool, *, waits: bool = True
+) -> tuple[str, ...]:
+    """Every connection's set-up; with `waits=False`, for a connection that never waits for
+    a lock (the native executor's on the event loop's thread). PRAGMA takes no bound
+    parameters: the one place we spell a number into SQL, an int computed here from a
+    validated option."""
+    busy_ms = _busy_ms(session) if waits else 0
+    pragmas = ("PRAGMA foreign_keys = ON", f"PRAGMA busy_timeout = {busy_ms}")
     return pragmas + (FILE_PRAGMAS if is_file else ())
 
 
@@ -202,6 +207,7 @@ class SQLite(Backend):
             connection_pragmas(parts.session, is_file=True),
             _busy_ms(parts.session) / 1000,
             parts.session.statement_timeout,
+            inline_pragmas=connection_pragmas(parts.session, is_file=True, waits=False),
         )
 
     def json_bytes(self, value: ColumnElement[Any]) -> ColumnElement[int]:

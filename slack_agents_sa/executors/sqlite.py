@@ -52,6 +52,8 @@ class SQLiteExecutor:
         pragmas: Sequence[str],
         lock_wait: float,
         statement_timeout: float | None = None,
+        *,
+        inline_pragmas: Sequence[str],
     ) -> None:
         self._statements = statements
         # Transactions compile later steps in the worker while the loop compiles other
@@ -61,7 +63,7 @@ class SQLiteExecutor:
         batches = WorkerBatches(path, rules, tuple(pragmas), lock_wait, deadline)
         self._worker = WorkerThread(batches.handle, "slack_agents_sa-sqlite")
         self._reader = InlineReader(path, statement_timeout)
-        self._writer = InlineWriter(path, pragmas, statement_timeout)
+        self._writer = InlineWriter(path, inline_pragmas, statement_timeout)
         self._waiting = 0  # calls awaiting the worker (settled ones until they resume)
         self._held: _Held | None = None  # a write giving the loop its one turn (`_write`)
         self._closed = False  # no new call

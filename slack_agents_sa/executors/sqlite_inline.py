@@ -147,6 +147,7 @@ class InlineWriter:
     def __init__(
         self, path: str, pragmas: Sequence[str], statement_timeout: float | None = None
     ) -> None:
+        """`pragmas`: the backend's set-up for a connection that never waits for a lock."""
         self._conn = LoopConnection(
             lambda: _open_writer(path, pragmas), inline_budget(statement_timeout)
         )
@@ -185,19 +186,15 @@ class InlineWriter:
 CHECKPOINT_EVERY = 200
 #: The checkpoint the worker runs: copies what it can, waiting for no reader or writer.
 CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
-#: The writer never waits for a lock, from its first statement on (the backend's set-up
-#: would wait), and never checkpoints.
-_NO_WAIT = "PRAGMA busy_timeout = 0"
+#: The writer never checkpoints.
 _NO_CHECKPOINT = "PRAGMA wal_autocheckpoint = 0"
 
 
 def _open_writer(path: str, pragmas: Sequence[str]) -> sqlite3.Connection:
-    """The backend's connection set-up, without its busy timeout; check_same_thread=False
-    only so that `close` may run on another thread."""
-    own = [pragma for pragma in pragmas if not pragma.startswith("PRAGMA busy_timeout")]
-    return connect(
-        path, (_NO_WAIT, *own, _NO_CHECKPOINT), 0, None, check_same_thread=False, timeout=0
-    )
+    """A connection set up with `pragmas`: the backend's set-up for one that never waits
+    for a lock (`busy_timeout = 0`; `timeout=0` until then). check_same_thread=False only
+    so that `close` may run on another thread."""
+    return connect(path, (*pragmas, _NO_CHECKPOINT), 0, None, check_same_thread=False, timeout=0)
 
 
 def _in_transaction[T](conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
