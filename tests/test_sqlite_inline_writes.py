@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import sys
+import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Integer, bindparam, text
@@ -245,3 +247,23 @@ def test_the_inline_writer_never_waits_for_a_lock_even_to_open(tmp_path: Path) -
     finally:
         holder.close()
         writer.close()
+
+
+async def test_a_call_from_another_threads_loop_leaves_a_held_write_to_its_own_loop(
+    storage: Provider,
+) -> None:
+    """While a write holds its turn, a call from another thread's event loop neither sends
+    it (its future would belong to the wrong loop) nor waits for it; the write completes."""
+    await storage.set("ns", "k", {"v": 0})
+    write = asyncio.ensure_future(storage.set("ns", "k", {"v": 1}))
+    await asyncio.sleep(0)  # the write runs up to its turn and holds it
+    held = _executor(storage)._held
+    assert held is not None
+    seen: list[Any] = []
+    other = threading.Thread(target=lambda: seen.append(asyncio.run(storage.get("ns", "k"))))
+    other.start()
+    other.join(WAIT_S)  # this loop stands still meanwhile: the write is held throughout
+    assert _executor(storage)._held is held and held.future is None
+    await write
+    assert seen in ([{"v": 0}], [{"v": 1}])
+    assert await storage.get("ns", "k") == {"v": 1}

@@ -104,7 +104,7 @@ class SQLiteExecutor:
         """
         self._send_held()
         if self._may_write_here():
-            held = _Held(kind, statement, work)
+            held = _Held(kind, statement, work, asyncio.get_running_loop())
             self._held = held
             try:
                 await asyncio.sleep(0)
@@ -125,11 +125,13 @@ class SQLiteExecutor:
         return await self._run(kind, statement, work)
 
     def _send_held(self) -> None:
-        """Queue the write holding its turn on the worker, ahead of the call being made."""
-        held, self._held = self._held, None
-        if held is None:
+        """Queue the write holding its turn on the worker, ahead of the call being made on
+        the same event loop (calls from other threads' loops have no order with it)."""
+        held = self._held
+        if held is None or held.loop is not asyncio.get_running_loop():
             return
-        held.future = asyncio.get_running_loop().create_future()
+        self._held = None
+        held.future = held.loop.create_future()
         try:
             self._worker.submit(Job(held.kind, held.work, held.statement, held.future))
         except RuntimeError as error:  # the worker has stopped (at exit): as for any call
@@ -258,6 +260,7 @@ class _Held:
     kind: JobKind
     statement: list[str]
     work: Callable[[sqlite3.Connection], Any]
+    loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any] | None = None
 
 
