@@ -82,9 +82,13 @@ class SQLiteExecutor:
         """
         if self._closed:
             raise ProviderClosedError("the provider is closed: its connection is gone")
+        return await self._waited(self._queued(kind, statement, work))
+
+    async def _waited[T](self, future: asyncio.Future[T]) -> T:
+        """The worker's outcome for a call, counted among those waiting meanwhile."""
         self._waiting += 1
         try:
-            return await self._submit(kind, statement, work)
+            return await future
         finally:
             self._waiting -= 1
 
@@ -112,12 +116,8 @@ class SQLiteExecutor:
                 if self._held is held:
                     self._held = None
             if held.future is not None:  # another call came: the worker has it
-                self._waiting += 1
-                try:
-                    result: T = await held.future
-                    return result
-                finally:
-                    self._waiting -= 1
+                result: T = await self._waited(held.future)
+                return result
             if self._may_write_here():
                 done = self._written_here(here())
                 if done is not None:
@@ -157,13 +157,14 @@ class SQLiteExecutor:
     def _may_write_here(self) -> bool:
         return self._waiting == 0 and self._worker.idle and not self._closed
 
-    async def _submit[T](
+    def _queued[T](
         self, kind: JobKind, statement: list[str], work: Callable[[sqlite3.Connection], T]
-    ) -> T:
+    ) -> asyncio.Future[T]:
+        """`work` queued on the worker; the future of its outcome."""
         self._send_held()  # a write made before this call runs before it
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._worker.submit(Job(kind, work, statement, future))
-        return await future
+        return future
 
     # -- on the event loop ----------------------------------------------------------------
 
@@ -248,7 +249,7 @@ class SQLiteExecutor:
         self._closed = True  # first: no call queues behind the close
         self._reader.close()
         self._writer.close()
-        await self._submit(JobKind.CLOSE, [""], lambda _conn: None)
+        await self._queued(JobKind.CLOSE, [""], lambda _conn: None)
         # The worker is idle now (calls before ours ran first): joining it is immediate.
         self._worker.stop()
 

@@ -49,6 +49,11 @@ def inline_budget(statement_timeout: float | None) -> StatementDeadline:
     )
 
 
+def _is_a_lock(error: sqlite3.Error) -> bool:
+    """Whether SQLite refused because another connection holds a lock."""
+    return getattr(error, "sqlite_errorname", "").startswith(_WAIT_ERRORS)
+
+
 class LoopConnection:
     """A connection for the thread that first asks for it (the event loop's), opened then.
 
@@ -82,8 +87,7 @@ class LoopConnection:
             try:
                 return (work(conn),)
             except sqlite3.OperationalError as error:
-                name = getattr(error, "sqlite_errorname", "")
-                missed = Missed.LOCKED if name.startswith(_WAIT_ERRORS) else Missed.FAILED
+                missed = Missed.LOCKED if _is_a_lock(error) else Missed.FAILED
             except Exception:
                 # sqlite3's, a value it cannot bind, or ours binding a later step.
                 missed = Missed.FAILED
@@ -121,12 +125,9 @@ class LoopConnection:
         if self._conn is None and not self._ended:
             try:
                 conn = self._open()
-            except sqlite3.OperationalError as error:
-                if not getattr(error, "sqlite_errorname", "").startswith(_WAIT_ERRORS):
-                    self._ended = True  # it cannot open: the worker serves every call
-                return None  # a lock: the next call tries again
-            except sqlite3.Error:
-                self._ended = True
+            except sqlite3.Error as error:
+                # A lock: the next call tries again; else the worker serves every call.
+                self._ended = not _is_a_lock(error)
                 return None
             conn.set_progress_handler(self._deadline, BUDGET_STEPS)
             self._conn = conn
