@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from slack_agents_sa.executors.base import DatabaseRules, LanePolicy, Step, Values
 from slack_agents_sa.executors.errors import fault_of
 from slack_agents_sa.executors.lanes import Lanes
-from slack_agents_sa.executors.packets import packet_too_large, sent_size, statement_size
+from slack_agents_sa.executors.packets import packet_too_large, statement_size, utf8_size
 from slack_agents_sa.executors.statement_cache import StatementCache
 
 
@@ -154,7 +154,8 @@ class MySQLExecutor:
             packet = ";\n".join(["BEGIN", *texts, "COMMIT"])
             limit = self._packet_limits.get(driver)
             # The text as sent: escaping doubles quotes and backslashes.
-            if limit is not None and (too_large := packet_too_large(sent_size(packet), limit)):
+            sent = utf8_size(packet, "surrogateescape")
+            if limit is not None and (too_large := packet_too_large(sent, limit)):
                 raise too_large
             try:
                 await cursor.execute(packet)

@@ -29,16 +29,11 @@ def packet_too_large(size: int, limit: int) -> InvalidValueError | None:
     )
 
 
-def sent_size(text_value: str) -> int:
-    """Bytes of a statement the driver has already rendered, values inlined and escaped
-    (bytes values are inlined as surrogate escapes, sent as the bytes they stand for)."""
-    if text_value.isascii():
-        return len(text_value)
-    return len(text_value.encode("utf-8", "surrogateescape"))
-
-
-def utf8_size(text_value: str) -> int:
-    return len(text_value) if text_value.isascii() else len(text_value.encode("utf-8"))
+def utf8_size(text_value: str, errors: str = "strict") -> int:
+    """Bytes of `text_value` in UTF-8. A statement the driver has already rendered inlines
+    bytes values as surrogate escapes, sent as the bytes they stand for: measure it with
+    `errors="surrogateescape"`; a lone surrogate in a value raises, as the driver would."""
+    return len(text_value) if text_value.isascii() else len(text_value.encode("utf-8", errors))
 
 
 def parameters_size(parameters: Any) -> int:
