@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from tests.databases import (
     empty_all_tables,
     opened_provider,
 )
+from tests.sqlite_native import lock_held_elsewhere
 from tests.tcp_proxy import tcp_proxy
 
 #: Each server on both executors (and aiomysql, which has only SQLAlchemy's).
@@ -249,17 +249,6 @@ async def test_an_unreachable_server_is_a_clear_error() -> None:
         await storage.initialize()
 
 
-#: Another process holding SQLite's write lock until its stdin closes.
-LOCK_HOLDER = r"""
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.read()
-conn.execute("ROLLBACK")
-"""
-
-
 async def test_calls_timed_out_on_a_lock_held_by_another_process_leave_the_provider_working(
     tmp_path: Path,
 ) -> None:
@@ -267,32 +256,21 @@ async def test_calls_timed_out_on_a_lock_held_by_another_process_leave_the_provi
     async with opened_provider(f"sqlite+aiosqlite:///{path}") as storage:
         conversation_id, message_id = await _thread(storage)
         await storage.set("ns", "k", {"v": 1})
-        holder = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            LOCK_HOLDER,
-            str(path),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        assert holder.stdin is not None and holder.stdout is not None
-        assert await holder.stdout.readline() == b"locked\n"
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(storage.set("ns", "k", {"v": 2}), 0.3)
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(
-                storage.append_tool_block(
-                    message_id,
-                    tool_call_id="toolu_1",
-                    tool_name="t",
-                    tool_input={"q": 1},
-                    tool_output="out",
-                    is_error=False,
-                ),
-                0.3,
-            )
-        holder.stdin.close()
-        assert await holder.wait() == 0
+        async with lock_held_elsewhere(path):
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(storage.set("ns", "k", {"v": 2}), 0.3)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(
+                    storage.append_tool_block(
+                        message_id,
+                        tool_call_id="toolu_1",
+                        tool_name="t",
+                        tool_input={"q": 1},
+                        tool_output="out",
+                        is_error=False,
+                    ),
+                    0.3,
+                )
         # The calls that timed out may have gone through once the lock was free: whole.
         assert await storage.get("ns", "k") in ({"v": 1}, {"v": 2})
         [(_, blocks)] = await storage.get_message_blocks(conversation_id)

@@ -21,13 +21,11 @@ from slack_agents_sa import Provider
 from slack_agents_sa.errors import LockTimeoutError, MissingRowError, StatementTimeoutError
 from slack_agents_sa.executors import sqlite_batches, sqlite_connection
 from slack_agents_sa.executors.base import Step
-from slack_agents_sa.executors.sqlite import SQLiteExecutor
 from slack_agents_sa.executors.sqlite_worker import JobKind
 from slack_agents_sa.models import KeyValueEntry, ToolCall
 from tests.databases import opened_provider
+from tests.sqlite_native import WAIT_S, sqlite_executor
 
-#: A test body not done after this many seconds is hung.
-WAIT_S = 60
 #: The provider's statement timeout here.
 TIMEOUT_S = 1.0
 _COUNTING = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < :rows) "
@@ -89,7 +87,7 @@ async def _held_worker_then(
 ) -> list[Any]:
     """Hold the worker thread, queue `calls` (then `meanwhile(their tasks)`), let the worker
     go: their outcomes in order (an error as its exception). The calls are one batch."""
-    executor = _executor(storage)
+    executor = sqlite_executor(storage)
     holding, gate = threading.Event(), threading.Event()
 
     def hold(_conn: sqlite3.Connection) -> None:
@@ -111,12 +109,6 @@ async def _held_worker_then(
         gate.set()
         await held
     return list(await asyncio.gather(*tasks, return_exceptions=True))
-
-
-def _executor(storage: Provider) -> SQLiteExecutor:
-    executor = storage.db._executor
-    assert isinstance(executor, SQLiteExecutor)
-    return executor
 
 
 def _transactions(statements: list[str]) -> list[str]:
@@ -244,7 +236,7 @@ async def test_callers_cancelled_in_a_batch_still_get_whole_writes(storage: Prov
 async def test_jobs_abandoned_before_their_batch_ran_are_not_run(storage: Provider) -> None:
     """Below the shield (a loop shutting down cancels every task): a job whose waiter was
     cancelled before the worker reached it never runs; the rest of its batch does."""
-    executor = _executor(storage)
+    executor = sqlite_executor(storage)
 
     def cancel_half(tasks: Sequence[asyncio.Future[Any]]) -> None:
         for task in tasks[::2]:

@@ -17,14 +17,12 @@ from sqlalchemy import Integer, bindparam, func, insert, select, text
 
 from slack_agents_sa import Provider
 from slack_agents_sa.errors import StatementTimeoutError
-from slack_agents_sa.executors.sqlite import SQLiteExecutor
 from slack_agents_sa.executors.sqlite_reader import STRIKES, InlineReader
 from slack_agents_sa.executors.sqlite_worker import Job, JobKind
 from slack_agents_sa.models import KeyValueEntry, table_of
 from tests.databases import opened_provider
+from tests.sqlite_native import WAIT_S, native_sqlite, spy_on_worker, sqlite_executor
 
-#: A test body not done after this many seconds is hung.
-WAIT_S = 60
 #: Rows of a counting query that takes SQLite milliseconds: far past the inline budget.
 LONG_ROWS = 300_000
 _COUNT_TO = text(
@@ -36,30 +34,20 @@ _entries = table_of(KeyValueEntry)
 
 @pytest.fixture
 async def storage(tmp_path: Path) -> AsyncIterator[Provider]:
-    async with asyncio.timeout(WAIT_S), opened_provider(f"sqlite:///{tmp_path / 'a.db'}") as p:
-        assert p.db.executor_kind == "native"
+    async with native_sqlite(tmp_path / "a.db") as p:
         yield p
-
-
-def _executor(storage: Provider) -> SQLiteExecutor:
-    executor = storage.db._executor
-    assert isinstance(executor, SQLiteExecutor)
-    return executor
 
 
 @pytest.fixture
 def worker_reads(storage: Provider, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The SQL of every read job the worker thread was given, in order."""
-    worker = _executor(storage)._worker
     seen: list[str] = []
-    submit = worker.submit
 
-    def spied(job: Job) -> None:
+    def record(job: Job) -> None:
         if job.kind is JobKind.READ:
             seen.append(job.statement[-1])
-        submit(job)
 
-    monkeypatch.setattr(worker, "submit", spied)
+    spy_on_worker(storage, monkeypatch, record)
     return seen
 
 
@@ -78,14 +66,14 @@ async def test_a_read_queued_behind_a_write_runs_after_it_on_the_worker(
 ) -> None:
     """The write is still on the worker when the read comes: the read queues behind it,
     so it sees the row (in the order the calls came, as the worker runs them)."""
-    worker = _executor(storage)._worker
+    worker = sqlite_executor(storage)._worker
     holding, gate = threading.Event(), threading.Event()
 
     def hold(_conn: Any) -> None:
         holding.set()
         gate.wait(WAIT_S)
 
-    held = asyncio.ensure_future(_executor(storage)._run(JobKind.READ, [""], hold))
+    held = asyncio.ensure_future(sqlite_executor(storage)._run(JobKind.READ, [""], hold))
     try:
         assert await asyncio.to_thread(holding.wait, WAIT_S)
         write = asyncio.ensure_future(storage.set("ns", "k", {"v": 2}))
@@ -107,7 +95,7 @@ async def test_a_read_queued_behind_a_write_runs_after_it_on_the_worker(
 async def test_a_read_past_the_budget_runs_on_the_worker_and_later_goes_there_at_once(
     storage: Provider, worker_reads: list[str]
 ) -> None:
-    reader = _executor(storage)._reader
+    reader = sqlite_executor(storage)._reader
     for _ in range(STRIKES + 2):
         assert await storage.db.fetch(_COUNT_TO, {"rows": LONG_ROWS}) == [(LONG_ROWS,)]
     assert len(worker_reads) == STRIKES + 2  # interrupted here, then run on the worker
@@ -155,7 +143,7 @@ async def test_reads_from_another_threads_event_loop_run_on_the_worker(
 async def test_close_closes_the_inline_connection(tmp_path: Path) -> None:
     async with opened_provider(f"sqlite:///{tmp_path / 'c.db'}") as p:
         assert await p.get("ns", "k") is None
-        reader = _executor(p)._reader
+        reader = sqlite_executor(p)._reader
         assert reader.is_open
     assert not reader.is_open
 
@@ -163,7 +151,7 @@ async def test_close_closes_the_inline_connection(tmp_path: Path) -> None:
 async def test_a_read_arriving_while_a_write_runs_waits_for_its_commit(
     storage: Provider, worker_reads: list[str]
 ) -> None:
-    executor = _executor(storage)
+    executor = sqlite_executor(storage)
     await storage.db.write(text("CREATE TABLE host_rows (n INTEGER)"))
     holding, gate = threading.Event(), threading.Event()
 
@@ -217,7 +205,7 @@ async def test_a_costly_read_is_struck_only_while_other_calls_wait(
     for _ in range(2 * STRIKES):
         assert await storage.get("ns", "k") == {"v": 1}
     assert worker_reads == []
-    reader = _executor(storage)._reader
+    reader = sqlite_executor(storage)._reader
     sql = "SELECT 1"
     for _ in range(STRIKES):
         assert reader.read(sql, (), crowded=True) == [(1,)]

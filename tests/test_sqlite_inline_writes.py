@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import sys
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,14 +22,17 @@ from slack_agents_sa import Provider
 from slack_agents_sa.backends import SessionOptions
 from slack_agents_sa.backends.sqlite import connection_pragmas
 from slack_agents_sa.errors import MissingRowError
-from slack_agents_sa.executors.sqlite import SQLiteExecutor
 from slack_agents_sa.executors.sqlite_inline import CHECKPOINT_EVERY, InlineWriter, Missed
-from slack_agents_sa.executors.sqlite_worker import Job, JobKind
+from slack_agents_sa.executors.sqlite_worker import JobKind
 from tests.databases import opened_provider
-from tests.test_faults import LOCK_HOLDER
+from tests.sqlite_native import (
+    WAIT_S,
+    lock_held_elsewhere,
+    native_sqlite,
+    spy_on_worker,
+    sqlite_executor,
+)
 
-#: A test body not done after this many seconds is hung.
-WAIT_S = 60
 #: Rows of one INSERT that takes SQLite milliseconds: far past the inline budget.
 LONG_ROWS = 200_000
 _INSERT_COUNTED = text(
@@ -41,29 +43,15 @@ _INSERT_COUNTED = text(
 
 @pytest.fixture
 async def storage(tmp_path: Path) -> AsyncIterator[Provider]:
-    async with asyncio.timeout(WAIT_S), opened_provider(f"sqlite:///{tmp_path / 'w.db'}") as p:
-        assert p.db.executor_kind == "native"
+    async with native_sqlite(tmp_path / "w.db") as p:
         yield p
-
-
-def _executor(storage: Provider) -> SQLiteExecutor:
-    executor = storage.db._executor
-    assert isinstance(executor, SQLiteExecutor)
-    return executor
 
 
 @pytest.fixture
 def worker_jobs(storage: Provider, monkeypatch: pytest.MonkeyPatch) -> list[JobKind]:
     """The kind of every job the worker thread was given, in order."""
-    worker = _executor(storage)._worker
     seen: list[JobKind] = []
-    submit = worker.submit
-
-    def spied(job: Job) -> None:
-        seen.append(job.kind)
-        submit(job)
-
-    monkeypatch.setattr(worker, "submit", spied)
+    spy_on_worker(storage, monkeypatch, lambda job: seen.append(job.kind))
     return seen
 
 
@@ -149,25 +137,17 @@ async def test_a_write_past_the_budget_is_taken_back_and_run_once_by_the_worker(
 async def test_a_lock_another_process_holds_never_holds_up_the_loop(
     tmp_path: Path, storage: Provider, worker_jobs: list[JobKind]
 ) -> None:
-    holder = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        LOCK_HOLDER,
-        str(tmp_path / "w.db"),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert holder.stdin is not None and holder.stdout is not None
-    assert await holder.stdout.readline() == b"locked\n"
-    write = asyncio.ensure_future(storage.set("ns", "k", {"v": 1}))
-    turns = 0
-    while not _writes(worker_jobs):  # refused here at once, then queued on the worker
-        await asyncio.sleep(0.001)
-        turns += 1
-    await asyncio.sleep(0.2)
-    assert not write.done()  # the worker waits for the lock, the loop runs on
-    holder.stdin.close()
-    assert await holder.wait() == 0
+    async with lock_held_elsewhere(tmp_path / "w.db") as release:
+        write = asyncio.ensure_future(storage.set("ns", "k", {"v": 1}))
+        for _ in range(WAIT_S * 1000):  # refused here at once, then queued on the worker
+            if _writes(worker_jobs):
+                break
+            await asyncio.sleep(0.001)
+        else:
+            pytest.fail(f"the write did not reach the worker in {WAIT_S} s")
+        await asyncio.sleep(0.2)
+        assert not write.done()  # the worker waits for the lock, the loop runs on
+        await release()
     await write
     assert await storage.get("ns", "k") == {"v": 1}
     worker_jobs.clear()
@@ -195,7 +175,7 @@ async def test_the_worker_checkpoints_the_log_of_writes_made_here(
 async def test_close_closes_the_inline_writer(tmp_path: Path) -> None:
     async with opened_provider(f"sqlite:///{tmp_path / 'c.db'}") as p:
         await p.set("ns", "k", {"v": 1})
-        writer = _executor(p)._writer
+        writer = sqlite_executor(p)._writer
         assert writer.is_open
     assert not writer.is_open
 
@@ -220,7 +200,7 @@ async def test_calls_made_while_a_write_gives_the_loop_its_turn_run_after_it(
         assert blocks[-1]["content"] == {"text": f"t{n}"}
     assert JobKind.STATEMENT in worker_jobs  # the held writes went to the worker
     # With reads on the worker too (the inline reader closed), still in order.
-    _executor(storage)._reader.close()
+    sqlite_executor(storage)._reader.close()
     _, seen = await asyncio.gather(storage.set("ns", "k", {"v": 99}), storage.get("ns", "k"))
     assert seen == {"v": 99}
 
@@ -257,13 +237,13 @@ async def test_a_call_from_another_threads_loop_leaves_a_held_write_to_its_own_l
     await storage.set("ns", "k", {"v": 0})
     write = asyncio.ensure_future(storage.set("ns", "k", {"v": 1}))
     await asyncio.sleep(0)  # the write runs up to its turn and holds it
-    held = _executor(storage)._held
+    held = sqlite_executor(storage)._held
     assert held is not None
     seen: list[Any] = []
     other = threading.Thread(target=lambda: seen.append(asyncio.run(storage.get("ns", "k"))))
     other.start()
     other.join(WAIT_S)  # this loop stands still meanwhile: the write is held throughout
-    assert _executor(storage)._held is held and held.future is None
+    assert sqlite_executor(storage)._held is held and held.future is None
     await write
     assert seen in ([{"v": 0}], [{"v": 1}])
     assert await storage.get("ns", "k") == {"v": 1}
